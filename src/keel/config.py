@@ -1,0 +1,276 @@
+"""Keel's settings: one table (name, env var, default, type, doc), loaded from YAML, env and defaults.
+
+Every setting is documented in docs/settings.md; tests/test_docs.py fails on an undocumented one.
+Precedence: environment variable > YAML file > default. Secrets may be given as `env:NAME`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "SETTINGS",
+    "ConfigError",
+    "ModelConfig",
+    "ModelTarget",
+    "ProviderConfig",
+    "Setting",
+    "Settings",
+    "load_settings",
+    "resolve_secret",
+]
+
+
+class ConfigError(ValueError):
+    """A setting or config file that Keel cannot use; the message says which and why."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text or None
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    env: str
+    default: Any
+    parse: Callable[[Any], Any]
+    doc: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "KEEL_HOST", "127.0.0.1", str, "Address `keel serve` listens on."),
+    Setting("port", "KEEL_PORT", 4000, int, "Port `keel serve` listens on."),
+    Setting("data_dir", "KEEL_DATA_DIR", ".keel", str,
+            "Folder for the SQLite database and the write-ahead log."),
+    Setting("config", "KEEL_CONFIG", None, _str_or_none, "Path of the YAML config file."),
+    Setting("database_url", "KEEL_DATABASE_URL", None, _str_or_none,
+            "`sqlite:///path` or `postgresql://user@host/db`; default: SQLite in the data dir.",
+            secret=True),
+    Setting("redis_url", "KEEL_REDIS_URL", None, _str_or_none,
+            "Redis for shared state across replicas (rate limits, budgets, cache, revocation).",
+            secret=True),
+    Setting("admin_key", "KEEL_ADMIN_KEY", None, _str_or_none,
+            "Admin key for the management API. Without it Keel serves only on loopback.",
+            secret=True),
+    Setting("log_level", "KEEL_LOG_LEVEL", "info", str, "debug, info, warning or error."),
+    Setting("max_request_bytes", "KEEL_MAX_REQUEST_BYTES", 10 * 1024 * 1024, int,
+            "Largest request body accepted; larger bodies get 413."),
+    Setting("store_payloads", "KEEL_STORE_PAYLOADS", True, _bool,
+            "Store request and response bodies with each record."),
+    Setting("payload_max_bytes", "KEEL_PAYLOAD_MAX_BYTES", 64 * 1024, int,
+            "Cap per stored body; longer bodies are cut and flagged as truncated."),
+    Setting("wal_max_bytes", "KEEL_WAL_MAX_BYTES", 1024 * 1024 * 1024, int,
+            "Bound of the write-ahead log; when full, requests get 503 until the writer drains it."),
+    Setting("wal_segment_bytes", "KEEL_WAL_SEGMENT_BYTES", 64 * 1024 * 1024, int,
+            "Size at which the write-ahead log starts a new segment file."),
+    Setting("wal_fsync", "KEEL_WAL_FSYNC", "batch", str,
+            "`batch`: group-commit fsync in the background every `wal_fsync_interval_ms`; "
+            "`always`: fsync before the response status line is sent."),
+    Setting("wal_fsync_interval_ms", "KEEL_WAL_FSYNC_INTERVAL_MS", 10, int,
+            "Group-commit interval of the write-ahead log's fsync in `batch` mode."),
+    Setting("writer_batch_size", "KEEL_WRITER_BATCH_SIZE", 1000, int,
+            "Most records the background writer puts in one database transaction."),
+    Setting("upstream_connect_timeout_s", "KEEL_UPSTREAM_CONNECT_TIMEOUT_S", 10.0, float,
+            "Timeout to connect to a provider."),
+    Setting("upstream_read_timeout_s", "KEEL_UPSTREAM_READ_TIMEOUT_S", 120.0, float,
+            "Longest silence allowed while reading a provider's answer (between stream chunks)."),
+    Setting("upstream_total_timeout_s", "KEEL_UPSTREAM_TOTAL_TIMEOUT_S", 600.0, float,
+            "Longest a provider call may take in all."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def resolve_secret(value: Any, env: Mapping[str, str] | None = None) -> Any:
+    """Turn `env:NAME` into the value of environment variable NAME (a missing one is an error)."""
+    if isinstance(value, str) and value.startswith("env:"):
+        source = os.environ if env is None else env
+        name = value[4:]
+        if name not in source:
+            raise ConfigError(f"environment variable {name} is referenced as {value!r} but not set")
+        return source[name]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One configured provider instance: `providers: {name: {type: ..., ...}}`."""
+
+    name: str
+    type: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTarget:
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """A public model name and the provider models that serve it."""
+
+    name: str
+    targets: tuple[ModelTarget, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 4000
+    data_dir: str = ".keel"
+    config: str | None = None
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    admin_key: str | None = field(default=None, repr=False)
+    log_level: str = "info"
+    max_request_bytes: int = 10 * 1024 * 1024
+    store_payloads: bool = True
+    payload_max_bytes: int = 64 * 1024
+    wal_max_bytes: int = 1024 * 1024 * 1024
+    wal_segment_bytes: int = 64 * 1024 * 1024
+    wal_fsync: str = "batch"
+    wal_fsync_interval_ms: int = 10
+    writer_batch_size: int = 1000
+    upstream_connect_timeout_s: float = 10.0
+    upstream_read_timeout_s: float = 120.0
+    upstream_total_timeout_s: float = 600.0
+    providers: tuple[ProviderConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+    # model name -> price override in USD per million tokens:
+    # {input, output, cached_input, cache_write, reasoning}
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir) / 'keel.db'}"
+
+
+def _parse_providers(raw: Any) -> tuple[ProviderConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("`providers` must be a mapping of name to provider settings")
+    out = []
+    for name, spec in raw.items():
+        if not isinstance(spec, Mapping) or "type" not in spec:
+            raise ConfigError(f"provider {name!r} needs a `type` (openai, anthropic, gemini, mock)")
+        rest = {k: resolve_secret(v) for k, v in spec.items()
+                if k not in {"type", "base_url", "api_key"}}
+        out.append(ProviderConfig(
+            name=str(name),
+            type=str(spec["type"]),
+            base_url=_str_or_none(spec.get("base_url")),
+            api_key=_str_or_none(resolve_secret(spec.get("api_key"))),
+            options=rest,
+        ))
+    return tuple(out)
+
+
+def _parse_models(raw: Any) -> tuple[ModelConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("`models` must be a list of {name, targets}")
+    out = []
+    for item in raw:
+        if not isinstance(item, Mapping) or "name" not in item or not item.get("targets"):
+            raise ConfigError(f"each model needs a `name` and a list of `targets`: {item!r}")
+        targets = []
+        for t in item["targets"]:
+            if not isinstance(t, Mapping) or "provider" not in t or "model" not in t:
+                raise ConfigError(f"model {item['name']!r}: a target needs `provider` and `model`")
+            targets.append(ModelTarget(provider=str(t["provider"]), model=str(t["model"])))
+        out.append(ModelConfig(name=str(item["name"]), targets=tuple(targets)))
+    return tuple(out)
+
+
+def _parse_prices(raw: Any) -> dict[str, dict[str, float]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("`prices` must map a model name to {input, output, ...} in USD per 1M tokens")
+    allowed = {"input", "output", "cached_input", "cache_write", "reasoning"}
+    out: dict[str, dict[str, float]] = {}
+    for model, spec in raw.items():
+        if not isinstance(spec, Mapping) or not set(spec) <= allowed:
+            raise ConfigError(f"price for {model!r} takes only {sorted(allowed)}")
+        out[str(model)] = {k: float(v) for k, v in spec.items()}
+    return out
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, the YAML file, `KEEL_*` variables and explicit overrides."""
+    environ = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    config_path = overrides.get("config") or environ.get("KEEL_CONFIG")
+    file_values: dict[str, Any] = {}
+    if config_path:
+        try:
+            loaded = yaml.safe_load(Path(config_path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {config_path} must hold a mapping")
+        file_values = dict(loaded)
+    known = set(_BY_NAME) | {"providers", "models", "prices"}
+    unknown = sorted(set(file_values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
+
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        if s.name in overrides:
+            raw, source = overrides[s.name], "command line"
+        elif s.env in environ:
+            raw, source = environ[s.env], s.env
+        elif s.name in file_values:
+            raw, source = resolve_secret(file_values[s.name], environ), str(config_path)
+        else:
+            values[s.name] = s.default
+            continue
+        try:
+            values[s.name] = s.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"setting {s.name} from {source}: {exc}") from None
+    if values["wal_fsync"] not in {"batch", "always"}:
+        raise ConfigError("setting wal_fsync must be `batch` or `always`")
+    values["config"] = config_path
+    return Settings(
+        **values,
+        providers=_parse_providers(file_values.get("providers")),
+        models=_parse_models(file_values.get("models")),
+        prices=_parse_prices(file_values.get("prices")),
+    )

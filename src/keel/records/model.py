@@ -1,0 +1,73 @@
+"""The request record: what Keel keeps about every gateway call, successful or not."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["RequestRecord", "new_id"]
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_id() -> str:
+    """A 26-character time-ordered id (ULID layout, lower-case Crockford base32).
+
+    Keel makes its own ids: a record never depends on an upstream id that may be missing.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    id: str
+    trace_id: str
+    span_id: str
+    created_at: float  # unix seconds when Keel received the request
+    endpoint: str  # "chat.completions" | "embeddings"
+    model: str | None  # the model name the client asked for
+    parent_span_id: str | None = None
+    provider: str | None = None  # the configured provider instance that served it
+    provider_model: str | None = None  # the model the provider says answered
+    status_code: int = 0
+    error: str | None = None  # a person-readable message; never a credential
+    error_type: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    tokens_estimated: bool = False
+    cost_usd: float | None = None  # None when the price is unknown, never a made-up 0
+    cost_estimated: bool = False
+    customer: str | None = None
+    pipeline: str | None = None
+    tags: list[str] = field(default_factory=list)
+    stream: bool = False
+    key_id: str | None = None
+    # False for the stub written when a stream starts; the final record replaces it. A stub that
+    # is never replaced (Keel was killed mid-stream) stays as the record of an interrupted call.
+    final: bool = True
+    request_body: str | None = None
+    response_body: str | None = None
+    payload_truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        names = _FIELD_NAMES
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(RequestRecord))
