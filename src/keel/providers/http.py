@@ -15,7 +15,7 @@ import orjson
 
 from keel.providers.base import CallContext, UpstreamError
 
-__all__ = ["DONE_FRAME", "iter_sse", "open_post", "post_json", "sse_frame", "timeout_error"]
+__all__ = ["DONE_FRAME", "error_from_response", "iter_sse", "open_post", "post_json", "sse_frame", "timeout_error"]
 
 _MAX_ERROR_TEXT = 500
 
