@@ -15,6 +15,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+pytest_plugins = ["tests.fakes"]
+
 PG_ADMIN_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

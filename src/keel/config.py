@@ -1,4 +1,4 @@
-"""Keel's settings: one table (name, env var, default, type, doc), loaded from YAML, env and defaults.
+"""Keel's settings: one table (name, env var, default, type, doc) from YAML, env and defaults.
 
 Every setting is documented in docs/settings.md; tests/test_docs.py fails on an undocumented one.
 Precedence: environment variable > YAML file > default. Secrets may be given as `env:NAME`.
@@ -62,42 +62,117 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "KEEL_HOST", "127.0.0.1", str, "Address `keel serve` listens on."),
     Setting("port", "KEEL_PORT", 4000, int, "Port `keel serve` listens on."),
-    Setting("data_dir", "KEEL_DATA_DIR", ".keel", str,
-            "Folder for the SQLite database and the write-ahead log."),
+    Setting(
+        "data_dir",
+        "KEEL_DATA_DIR",
+        ".keel",
+        str,
+        "Folder for the SQLite database and the write-ahead log.",
+    ),
     Setting("config", "KEEL_CONFIG", None, _str_or_none, "Path of the YAML config file."),
-    Setting("database_url", "KEEL_DATABASE_URL", None, _str_or_none,
-            "`sqlite:///path` or `postgresql://user@host/db`; default: SQLite in the data dir.",
-            secret=True),
-    Setting("redis_url", "KEEL_REDIS_URL", None, _str_or_none,
-            "Redis for shared state across replicas (rate limits, budgets, cache, revocation).",
-            secret=True),
-    Setting("admin_key", "KEEL_ADMIN_KEY", None, _str_or_none,
-            "Admin key for the management API. Without it Keel serves only on loopback.",
-            secret=True),
+    Setting(
+        "database_url",
+        "KEEL_DATABASE_URL",
+        None,
+        _str_or_none,
+        "`sqlite:///path` or `postgresql://user@host/db`; default: SQLite in the data dir.",
+        secret=True,
+    ),
+    Setting(
+        "redis_url",
+        "KEEL_REDIS_URL",
+        None,
+        _str_or_none,
+        "Redis for shared state across replicas (rate limits, budgets, cache, revocation).",
+        secret=True,
+    ),
+    Setting(
+        "admin_key",
+        "KEEL_ADMIN_KEY",
+        None,
+        _str_or_none,
+        "Admin key for the management API. Without it Keel serves only on loopback.",
+        secret=True,
+    ),
     Setting("log_level", "KEEL_LOG_LEVEL", "info", str, "debug, info, warning or error."),
-    Setting("max_request_bytes", "KEEL_MAX_REQUEST_BYTES", 10 * 1024 * 1024, int,
-            "Largest request body accepted; larger bodies get 413."),
-    Setting("store_payloads", "KEEL_STORE_PAYLOADS", True, _bool,
-            "Store request and response bodies with each record."),
-    Setting("payload_max_bytes", "KEEL_PAYLOAD_MAX_BYTES", 64 * 1024, int,
-            "Cap per stored body; longer bodies are cut and flagged as truncated."),
-    Setting("wal_max_bytes", "KEEL_WAL_MAX_BYTES", 1024 * 1024 * 1024, int,
-            "Bound of the write-ahead log; when full, requests get 503 until the writer drains it."),
-    Setting("wal_segment_bytes", "KEEL_WAL_SEGMENT_BYTES", 64 * 1024 * 1024, int,
-            "Size at which the write-ahead log starts a new segment file."),
-    Setting("wal_fsync", "KEEL_WAL_FSYNC", "batch", str,
-            "`batch`: group-commit fsync in the background every `wal_fsync_interval_ms`; "
-            "`always`: fsync before the response status line is sent."),
-    Setting("wal_fsync_interval_ms", "KEEL_WAL_FSYNC_INTERVAL_MS", 10, int,
-            "Group-commit interval of the write-ahead log's fsync in `batch` mode."),
-    Setting("writer_batch_size", "KEEL_WRITER_BATCH_SIZE", 1000, int,
-            "Most records the background writer puts in one database transaction."),
-    Setting("upstream_connect_timeout_s", "KEEL_UPSTREAM_CONNECT_TIMEOUT_S", 10.0, float,
-            "Timeout to connect to a provider."),
-    Setting("upstream_read_timeout_s", "KEEL_UPSTREAM_READ_TIMEOUT_S", 120.0, float,
-            "Longest silence allowed while reading a provider's answer (between stream chunks)."),
-    Setting("upstream_total_timeout_s", "KEEL_UPSTREAM_TOTAL_TIMEOUT_S", 600.0, float,
-            "Longest a provider call may take in all."),
+    Setting(
+        "max_request_bytes",
+        "KEEL_MAX_REQUEST_BYTES",
+        10 * 1024 * 1024,
+        int,
+        "Largest request body accepted; larger bodies get 413.",
+    ),
+    Setting(
+        "store_payloads",
+        "KEEL_STORE_PAYLOADS",
+        True,
+        _bool,
+        "Store request and response bodies with each record.",
+    ),
+    Setting(
+        "payload_max_bytes",
+        "KEEL_PAYLOAD_MAX_BYTES",
+        64 * 1024,
+        int,
+        "Cap per stored body; longer bodies are cut and flagged as truncated.",
+    ),
+    Setting(
+        "wal_max_bytes",
+        "KEEL_WAL_MAX_BYTES",
+        1024 * 1024 * 1024,
+        int,
+        "Bound of the write-ahead log; when full, requests get 503 until the writer drains it.",
+    ),
+    Setting(
+        "wal_segment_bytes",
+        "KEEL_WAL_SEGMENT_BYTES",
+        64 * 1024 * 1024,
+        int,
+        "Size at which the write-ahead log starts a new segment file.",
+    ),
+    Setting(
+        "wal_fsync",
+        "KEEL_WAL_FSYNC",
+        "batch",
+        str,
+        "`batch`: group-commit fsync in the background every `wal_fsync_interval_ms`; "
+        "`always`: fsync before the response status line is sent.",
+    ),
+    Setting(
+        "wal_fsync_interval_ms",
+        "KEEL_WAL_FSYNC_INTERVAL_MS",
+        10,
+        int,
+        "Group-commit interval of the write-ahead log's fsync in `batch` mode.",
+    ),
+    Setting(
+        "writer_batch_size",
+        "KEEL_WRITER_BATCH_SIZE",
+        1000,
+        int,
+        "Most records the background writer puts in one database transaction.",
+    ),
+    Setting(
+        "upstream_connect_timeout_s",
+        "KEEL_UPSTREAM_CONNECT_TIMEOUT_S",
+        10.0,
+        float,
+        "Timeout to connect to a provider.",
+    ),
+    Setting(
+        "upstream_read_timeout_s",
+        "KEEL_UPSTREAM_READ_TIMEOUT_S",
+        120.0,
+        float,
+        "Longest silence allowed while reading a provider's answer (between stream chunks).",
+    ),
+    Setting(
+        "upstream_total_timeout_s",
+        "KEEL_UPSTREAM_TOTAL_TIMEOUT_S",
+        600.0,
+        float,
+        "Longest a provider call may take in all.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -173,7 +248,7 @@ class Settings:
         return f"sqlite:///{Path(self.data_dir) / 'keel.db'}"
 
 
-def _parse_providers(raw: Any) -> tuple[ProviderConfig, ...]:
+def _parse_providers(raw: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
@@ -182,15 +257,20 @@ def _parse_providers(raw: Any) -> tuple[ProviderConfig, ...]:
     for name, spec in raw.items():
         if not isinstance(spec, Mapping) or "type" not in spec:
             raise ConfigError(f"provider {name!r} needs a `type` (openai, anthropic, gemini, mock)")
-        rest = {k: resolve_secret(v) for k, v in spec.items()
-                if k not in {"type", "base_url", "api_key"}}
-        out.append(ProviderConfig(
-            name=str(name),
-            type=str(spec["type"]),
-            base_url=_str_or_none(spec.get("base_url")),
-            api_key=_str_or_none(resolve_secret(spec.get("api_key"))),
-            options=rest,
-        ))
+        rest = {
+            k: resolve_secret(v)
+            for k, v in spec.items()
+            if k not in {"type", "base_url", "api_key"}
+        }
+        out.append(
+            ProviderConfig(
+                name=str(name),
+                type=str(spec["type"]),
+                base_url=_str_or_none(spec.get("base_url")),
+                api_key=_str_or_none(resolve_secret(spec.get("api_key"), env)),
+                options=rest,
+            )
+        )
     return tuple(out)
 
 
@@ -216,7 +296,9 @@ def _parse_prices(raw: Any) -> dict[str, dict[str, float]]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError("`prices` must map a model name to {input, output, ...} in USD per 1M tokens")
+        raise ConfigError(
+            "`prices` must map a model name to {input, output, ...} in USD per 1M tokens"
+        )
     allowed = {"input", "output", "cached_input", "cache_write", "reasoning"}
     out: dict[str, dict[str, float]] = {}
     for model, spec in raw.items():
@@ -270,7 +352,7 @@ def load_settings(
     values["config"] = config_path
     return Settings(
         **values,
-        providers=_parse_providers(file_values.get("providers")),
+        providers=_parse_providers(file_values.get("providers"), environ),
         models=_parse_models(file_values.get("models")),
         prices=_parse_prices(file_values.get("prices")),
     )

@@ -6,7 +6,7 @@ same for all providers, and no adapter can put a credential into an error messag
 
 from __future__ import annotations
 
-import asyncio
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -15,7 +15,15 @@ import orjson
 
 from keel.providers.base import CallContext, UpstreamError
 
-__all__ = ["DONE_FRAME", "error_from_response", "iter_sse", "open_post", "post_json", "sse_frame", "timeout_error"]
+__all__ = [
+    "DONE_FRAME",
+    "error_from_response",
+    "iter_sse",
+    "open_post",
+    "post_json",
+    "sse_frame",
+    "timeout_error",
+]
 
 _MAX_ERROR_TEXT = 500
 
@@ -30,8 +38,22 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
+# Upstreams quote (partly masked) credentials in their errors, e.g. OpenAI's "Incorrect API key
+# provided: sk-proj-****abcd". None of that may reach a client, a record or a log.
+_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key|api[-_]?key|AIza)[-_A-Za-z0-9*.]{6,}", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """`text` with anything that looks like an API key replaced by `***`."""
+    return _KEYLIKE.sub("***", text)
+
+
 def _upstream_message(body: bytes) -> str:
     """The upstream's own error message when the body is JSON with one, else a short excerpt."""
+    return scrub(_raw_upstream_message(body))
+
+
+def _raw_upstream_message(body: bytes) -> str:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -64,25 +86,39 @@ def error_from_response(
         kind = "invalid_request_error" if status != 404 else "not_found_error"
         return UpstreamError(status, message, type=kind, upstream_status=status)
     if status == 429:
-        return UpstreamError(429, message, type="rate_limit_error", code="rate_limit_exceeded",
-                             upstream_status=status, retry_after=retry_after)
+        return UpstreamError(
+            429,
+            message,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            upstream_status=status,
+            retry_after=retry_after,
+        )
     if status in (401, 403):
-        return UpstreamError(502, message + " (check the provider's api_key in Keel's config)",
-                             type="upstream_auth_error", upstream_status=status)
+        return UpstreamError(
+            502,
+            message + " (check the provider's api_key in Keel's config)",
+            type="upstream_auth_error",
+            upstream_status=status,
+        )
     if status in (408, 504):
         return UpstreamError(504, message, type="upstream_timeout", upstream_status=status)
-    return UpstreamError(502, message, type="upstream_error", upstream_status=status,
-                         retry_after=retry_after)
+    return UpstreamError(
+        502, message, type="upstream_error", upstream_status=status, retry_after=retry_after
+    )
 
 
 def timeout_error(provider: str) -> UpstreamError:
-    return UpstreamError(504, f"provider {provider!r} did not answer in time", type="upstream_timeout")
+    return UpstreamError(
+        504, f"provider {provider!r} did not answer in time", type="upstream_timeout"
+    )
 
 
 def _connection_error(provider: str, exc: BaseException) -> UpstreamError:
     kind = type(exc).__name__
-    return UpstreamError(502, f"could not reach provider {provider!r}: {kind}",
-                         type="upstream_connection_error")
+    return UpstreamError(
+        502, f"could not reach provider {provider!r}: {kind}", type="upstream_connection_error"
+    )
 
 
 async def post_json(
@@ -96,7 +132,7 @@ async def post_json(
             if resp.status >= 300:
                 raise error_from_response(provider, resp.status, body, resp.headers)
             return body, resp.headers
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise timeout_error(provider) from None
     except aiohttp.ClientError as exc:
         raise _connection_error(provider, exc) from None
@@ -109,14 +145,14 @@ async def open_post(
     data = orjson.dumps(payload)
     try:
         resp = await ctx.session.post(url, data=data, headers=headers, timeout=ctx.timeout)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise timeout_error(provider) from None
     except aiohttp.ClientError as exc:
         raise _connection_error(provider, exc) from None
     if resp.status >= 300:
         try:
             body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, TimeoutError):
             body = b""
         finally:
             resp.release()
@@ -148,11 +184,14 @@ async def iter_sse(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator
                 data.append(value)
             elif name == b"event":
                 event = value.decode("utf-8", "replace")
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise timeout_error(provider) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(502, f"the stream from provider {provider!r} broke: {type(exc).__name__}",
-                            type="upstream_stream_error") from None
+    except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a line over aiohttp's limit
+        raise UpstreamError(
+            502,
+            f"the stream from provider {provider!r} broke: {type(exc).__name__}",
+            type="upstream_stream_error",
+        ) from None
     if data:
         yield event, b"\n".join(data)
 

@@ -1,0 +1,261 @@
+"""What a call cost in USD: configured overrides first, then genai-prices' bundled price book.
+
+Keel's `Usage` counts totals: `input_tokens` includes cached and cache-write tokens and
+`output_tokens` includes reasoning tokens. Each token is priced once, at the rate its provider
+bills it: cache reads at the cache-read rate, cache writes at the cache-write rate, the rest of the
+input at the input rate; reasoning at the output rate unless a distinct reasoning rate exists.
+
+The price book is the snapshot shipped inside the genai-prices package; it is never refreshed over
+the network. Prices with effective dates apply by the request's time. A model or provider the book
+does not know costs `None` ("unknown"), never 0. Pricing never raises.
+
+Speed: the model look-up is cached per (model, provider id), and the token arithmetic runs on the
+rates read from the book's own price entries (same decomposition and tiers as genai-prices, whose
+general calculator costs about 150 µs a call). Entries this shortcut does not cover (per-request
+fees) go through genai-prices' calculator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Literal
+
+from keel.providers.base import Usage
+
+__all__ = ["Cost", "CostSource", "Pricer"]
+
+logger = logging.getLogger("keel.costs")
+
+CostSource = Literal["price-book", "override", "free", "unknown"]
+
+_PER_MTOK = 1_000_000
+_FREE_PROVIDERS = frozenset({"mock"})
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The price of one call. `usd` is None when Keel cannot price it (never a silent 0)."""
+
+    usd: float | None
+    estimated: bool  # True when the token counts were estimated by Keel
+    source: CostSource
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """Token totals, made consistent: every part is included in its total exactly once."""
+
+    input: int
+    cached: int
+    cache_write: int
+    output: int
+    reasoning: int
+
+
+def _counts(usage: Usage) -> _Counts | None:
+    raw = (
+        usage.input_tokens,
+        usage.cached_tokens,
+        usage.cache_write_tokens,
+        usage.output_tokens,
+        usage.reasoning_tokens,
+    )
+    if all(v is None for v in raw):
+        return None
+    inp, cached, write, out, reasoning = (max(v or 0, 0) for v in raw)
+    # A total below the sum of its parts is a provider or adapter slip: the parts were billed,
+    # so the total is raised to cover them rather than the call going unpriced.
+    if inp < cached + write or out < reasoning:
+        logger.debug("usage parts exceed their totals, raising the totals: %r", usage)
+    return _Counts(max(inp, cached + write), cached, write, max(out, reasoning), reasoning)
+
+
+def _override_usd(counts: _Counts, rates: Mapping[str, float]) -> float:
+    """Price with a configured override (USD per 1M tokens); missing rates documented below.
+
+    `input` and `output` default to 0; `cached_input` and `cache_write` default to the input
+    rate; `reasoning` defaults to the output rate.
+    """
+    rate_in = rates.get("input", 0.0)
+    rate_out = rates.get("output", 0.0)
+    uncached = counts.input - counts.cached - counts.cache_write
+    usd = (
+        uncached * rate_in
+        + counts.cached * rates.get("cached_input", rate_in)
+        + counts.cache_write * rates.get("cache_write", rate_in)
+        + (counts.output - counts.reasoning) * rate_out
+        + counts.reasoning * rates.get("reasoning", rate_out)
+    )
+    return usd / _PER_MTOK
+
+
+# ---- the price book ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _snapshot() -> Any:
+    """genai-prices' bundled data, held in our own snapshot so no auto-update can swap it."""
+    from genai_prices.data import providers
+    from genai_prices.data_snapshot import DataSnapshot
+
+    return DataSnapshot(providers=providers, from_auto_update=False)
+
+
+@lru_cache(maxsize=4096)
+def _resolve(model: str, provider_id: str | None) -> tuple[Any, Any] | None:
+    """The book's (provider, model) for a model name, using genai-prices' matching; None if unknown.
+
+    genai-prices matches dated names (`gpt-4o-2024-08-06`, `claude-sonnet-4-5-20250929`) and
+    falls back across resellers (Azure to OpenAI). A path prefix it does not know for that model
+    (`models/gemini-2.5-flash`, `openai/gpt-4o`) is dropped for a second try. Misses are cached
+    too: the book does not change while Keel runs.
+    """
+    names = [model]
+    if "/" in model:
+        names.append(model.rsplit("/", 1)[1])
+    for name in names:
+        try:
+            provider, model_info = _snapshot().find_provider_model(name, None, provider_id, None)
+        except LookupError:
+            continue
+        except Exception:
+            logger.debug("price look-up failed for %r (%r)", name, provider_id, exc_info=True)
+            return None
+        return provider, model_info
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _BookRates:
+    """The token rates of one book price entry (Decimal or genai-prices TieredPrices per MTok)."""
+
+    input: Any
+    cache_read: Any
+    cache_write: Any
+    output: Any
+    reasoning: Any
+
+
+_RATES: dict[int, tuple[object, _BookRates | None]] = {}
+
+
+def _book_rates(model_price: Any) -> _BookRates | None:
+    """Rates of a book entry, or None when it has a per-request fee (left to genai-prices)."""
+    key = id(model_price)
+    hit = _RATES.get(key)
+    if hit is not None and hit[0] is model_price:
+        return hit[1]
+    rates = None
+    if getattr(model_price, "requests_kcount", None) is None:
+        rates = _BookRates(
+            input=model_price.input_mtok,
+            cache_read=model_price.cache_read_mtok,
+            cache_write=model_price.cache_write_mtok,
+            output=model_price.output_mtok,
+            reasoning=model_price.output_reasoning_mtok,
+        )
+    _RATES[key] = (model_price, rates)  # keeps model_price alive, so its id is never reused
+    return rates
+
+
+def _unit_price(price: Any, count: int, total_input: int) -> Decimal:
+    """genai-prices' rule: a tier applies when the call's total input exceeds its start."""
+    if price is None or count == 0:
+        return Decimal(0)
+    rate = price
+    if not isinstance(price, Decimal):  # TieredPrices
+        rate = price.base
+        for tier in reversed(price.tiers):
+            if total_input > tier.start:
+                rate = tier.price
+                break
+    return Decimal(rate) * count
+
+
+def _fast_book_usd(counts: _Counts, rates: _BookRates) -> float:
+    # Parts the book has no rate for stay in their total, as genai-prices decomposes them.
+    uncached = counts.input
+    if rates.cache_read is not None:
+        uncached -= counts.cached
+    if rates.cache_write is not None:
+        uncached -= counts.cache_write
+    plain_output = counts.output - (counts.reasoning if rates.reasoning is not None else 0)
+    total = counts.input
+    usd = (
+        _unit_price(rates.input, uncached, total)
+        + _unit_price(rates.cache_read, counts.cached, total)
+        + _unit_price(rates.cache_write, counts.cache_write, total)
+        + _unit_price(rates.output, plain_output, total)
+        + _unit_price(rates.reasoning, counts.reasoning, total)
+    )
+    return float(usd / _PER_MTOK)
+
+
+def _slow_book_usd(counts: _Counts, provider: Any, model_info: Any, at: datetime) -> float:
+    from genai_prices import Usage as BookUsage
+
+    book_usage = BookUsage(
+        input_tokens=counts.input,
+        cache_read_tokens=counts.cached,
+        cache_write_tokens=counts.cache_write,
+        output_tokens=counts.output,
+        output_reasoning_tokens=counts.reasoning,
+    )
+    result = model_info.calc_price(book_usage, provider, genai_request_timestamp=at)
+    return float(result.total_price)
+
+
+def _book_usd(counts: _Counts, model: str, provider_id: str | None, at: datetime) -> float | None:
+    found = _resolve(model, provider_id)
+    if found is None:
+        return None
+    provider, model_info = found
+    try:
+        rates = _book_rates(model_info.get_prices(at))
+        if rates is None:
+            return _slow_book_usd(counts, provider, model_info, at)
+        return _fast_book_usd(counts, rates)
+    except Exception:
+        logger.debug("pricing %r (%r) failed", model, provider_id, exc_info=True)
+        return None
+
+
+class Pricer:
+    """Prices calls: an override by exact model name wins, then the bundled price book."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        """`overrides`: model name -> USD per 1M tokens (`input`, `output`, `cached_input`,
+        `cache_write`, `reasoning`), as in the config's `prices:`."""
+        self._overrides = {name: dict(rates) for name, rates in (overrides or {}).items()}
+        try:  # load the book now (about 0.2 s) rather than on the first request
+            _snapshot()
+        except Exception:
+            logger.warning("the genai-prices price book could not be loaded", exc_info=True)
+
+    def cost(
+        self,
+        usage: Usage,
+        *,
+        model: str,
+        provider_id: str | None,
+        at: datetime | None = None,
+    ) -> Cost:
+        """The cost of `usage` on `model` at time `at` (default: now). Never raises."""
+        estimated = usage.estimated
+        counts = _counts(usage)
+        if counts is None:
+            return Cost(None, estimated, "unknown")
+        rates = self._overrides.get(model)
+        if rates is not None:
+            return Cost(_override_usd(counts, rates), estimated, "override")
+        if provider_id in _FREE_PROVIDERS:
+            return Cost(0.0, estimated, "free")
+        usd = _book_usd(counts, model, provider_id, at or datetime.now(UTC))
+        if usd is None:
+            return Cost(None, estimated, "unknown")
+        return Cost(usd, estimated, "price-book")

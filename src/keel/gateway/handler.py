@@ -1,0 +1,335 @@
+"""The gateway's OpenAI-compatible endpoints: chat completions, embeddings, model list.
+
+Each request: authenticate -> read and check the body -> resolve the model -> call the provider
+-> settle tokens and cost -> log the record -> answer. The record reaches the write-ahead log
+before the status line is sent, so a call whose answer started is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from keel.gateway.asgi import (
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    send_error,
+    send_json,
+)
+from keel.gateway.errors import GatewayError
+from keel.gateway.metadata import TraceContext, parse_meta, parse_traceparent
+from keel.gateway.models import ModelRouter, Target
+from keel.gateway.recorder import Recorder
+from keel.gateway.streaming import SSE_HEADERS, relay
+from keel.keys.auth import Authenticator, AuthError, Principal, authorize_model
+from keel.providers.base import CallContext, UpstreamError
+from keel.records.model import RequestRecord
+from keel.records.pipeline import LogFullError
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+_LOG_FULL = GatewayError(
+    503,
+    "Keel's request log is full (the database is not keeping up or is down); retry shortly",
+    type="service_unavailable",
+    code="log_full",
+    retry_after=5,
+)
+
+
+def _parse_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the request body must be a JSON object")
+    return body
+
+
+def _require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, "`model` is required and must be a string", param="model")
+    return model
+
+
+@dataclass(slots=True)
+class Call:
+    """One decoded, authenticated request on its way through the gateway."""
+
+    headers: dict[str, str]
+    trace: TraceContext
+    principal: Principal
+    record: RequestRecord
+    raw: bytes
+    body: dict[str, Any]
+    started: float
+
+
+def _usd(value: float) -> bytes:
+    """A cost as plain decimal text: `0.00000855`, `0`."""
+    return (f"{value:.12f}".rstrip("0").rstrip(".") or "0").encode()
+
+
+def _meta_headers(record: RequestRecord) -> list[tuple[bytes, bytes]]:
+    out = [
+        (b"x-keel-request-id", record.id.encode()),
+        (b"x-keel-trace-id", record.trace_id.encode()),
+    ]
+    if record.provider:
+        out.append((b"x-keel-provider", record.provider.encode()))
+    return out
+
+
+class Gateway:
+    def __init__(
+        self,
+        router: ModelRouter,
+        recorder: Recorder,
+        authenticator: Authenticator,
+        session: aiohttp.ClientSession,
+        timeout: aiohttp.ClientTimeout,
+        max_request_bytes: int,
+    ) -> None:
+        self.router = router
+        self.recorder = recorder
+        self.auth = authenticator
+        self.session = session
+        self.timeout = timeout
+        self.max_request_bytes = max_request_bytes
+
+    # -- shared steps -------------------------------------------------------------------------
+
+    async def _principal(self, headers: dict[str, str]) -> Principal:
+        try:
+            return await self.auth.authenticate(headers.get("authorization"))
+        except AuthError as exc:
+            raise GatewayError(exc.status, exc.message, code="invalid_api_key") from None
+
+    def _context(
+        self, record: RequestRecord, trace: TraceContext, headers: dict[str, str]
+    ) -> CallContext:
+        return CallContext(
+            session=self.session,
+            timeout=self.timeout,
+            request_id=record.id,
+            forward_headers={"traceparent": trace.traceparent()},
+            client_headers=headers,
+        )
+
+    def _target(self, principal: Principal, model: str, record: RequestRecord) -> Target:
+        targets = self.router.resolve(model)
+        try:
+            authorize_model(principal, model)
+        except AuthError as exc:
+            raise GatewayError(exc.status, exc.message, code="model_not_allowed") from None
+        target = targets[0]
+        record.provider = target.provider_name
+        record.provider_model = target.model
+        return target
+
+    async def _answer_error(
+        self, send: Send, record: RequestRecord, err: GatewayError, body: bytes, started: float
+    ) -> None:
+        self.recorder.fail(record, err)
+        if err.status not in (401, 413):  # keep no bodies of unauthenticated or oversized calls
+            self.recorder.payloads(record, body, None)
+        try:
+            self.recorder.commit(record, started)
+        except LogFullError:
+            self.recorder.metrics.log_full.inc()
+        await send_error(send, err, _meta_headers(record))
+
+    async def _open(
+        self, receive: Receive, headers: dict[str, str], record: RequestRecord
+    ) -> tuple[Principal, bytes, dict[str, Any]]:
+        """Authenticate, read and decode the body, and fill the record's metadata."""
+        principal = await self._principal(headers)
+        record.key_id = principal.key_id
+        if not self.recorder.sink.has_room():
+            self.recorder.metrics.log_full.inc()
+            raise _LOG_FULL
+        raw = await read_body(receive, self.max_request_bytes)
+        body = _parse_object(raw)
+        meta = parse_meta(headers, body, principal.customer)
+        record.customer, record.pipeline, record.tags = meta.customer, meta.pipeline, meta.tags
+        record.model = body["model"] if isinstance(body.get("model"), str) else None
+        record.stream = body.get("stream") is True
+        return principal, raw, body
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+        """Run one endpoint; any error becomes an OpenAI-shaped answer and a record."""
+        started = time.perf_counter()
+        headers = request_headers(scope)
+        trace = parse_traceparent(headers.get("traceparent"))
+        record = self.recorder.begin(
+            endpoint, None, parse_meta(headers, {}, None), trace, None, False
+        )
+        raw = b""
+        try:
+            principal, raw, body = await self._open(receive, headers, record)
+            call = Call(headers, trace, principal, record, raw, body, started)
+            if endpoint == "chat.completions":
+                await self._chat(send, receive, call)
+            else:
+                await self._embeddings(send, call)
+        except GatewayError as err:
+            await self._answer_error(send, record, err, raw, started)
+        except UpstreamError as exc:
+            upstream = GatewayError(
+                exc.status, exc.message, type=exc.type, code=exc.code, retry_after=exc.retry_after
+            )
+            await self._answer_error(send, record, upstream, raw, started)
+        except LogFullError:
+            self.recorder.metrics.log_full.inc()
+            await send_error(send, _LOG_FULL, _meta_headers(record))
+        except Exception:
+            log.exception("internal error in %s (request %s)", endpoint, record.id)
+            internal = GatewayError(
+                500,
+                f"internal error in Keel (request {record.id}); the server log has the details",
+                type="api_error",
+            )
+            await self._answer_error(send, record, internal, raw, started)
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._guard(scope, receive, send, "chat.completions")
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._guard(scope, receive, send, "embeddings")
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._principal(request_headers(scope))
+        except GatewayError as err:
+            await send_error(send, err)
+            return
+        body = orjson.dumps({"object": "list", "data": self.router.list_models()})
+        await send_json(send, 200, body)
+
+    async def _chat(self, send: Send, receive: Receive, call: Call) -> None:
+        body, record, started, raw = call.body, call.record, call.started, call.raw
+        model = _require_model(body)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(400, "`messages` must be a non-empty list", param="messages")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise GatewayError(400, "`stream` must be true or false", param="stream")
+        target = self._target(call.principal, model, record)
+        upstream = dict(body)
+        upstream["model"] = target.model
+        ctx = self._context(record, call.trace, call.headers)
+        if record.stream:
+            await self._chat_stream(send, receive, started, target, upstream, ctx, record, raw)
+            return
+        result = await target.provider.chat(upstream, ctx)
+        record.provider_model = result.served_model or target.model
+        record.status_code = 200
+        self.recorder.settle(
+            record,
+            result.usage,
+            price_model=record.provider_model,
+            provider_id=target.provider.price_provider_id(),
+            messages=messages,
+            output_text=result.output_text,
+        )
+        record.latency_ms = (time.perf_counter() - started) * 1000.0
+        self.recorder.payloads(record, raw, result.body.decode("utf-8", "replace"))
+        self.recorder.commit(record, started)
+        if self.recorder.durable:
+            await self.recorder.sink.wait_durable()
+        out = _meta_headers(record)
+        if record.cost_usd is not None:
+            out.append((b"x-keel-cost-usd", _usd(record.cost_usd)))
+        await send_json(send, 200, result.body, out)
+
+    async def _chat_stream(
+        self,
+        send: Send,
+        receive: Receive,
+        started: float,
+        target: Target,
+        upstream: dict[str, Any],
+        ctx: CallContext,
+        record: RequestRecord,
+        raw: bytes,
+    ) -> None:
+        stream = await target.provider.stream_chat(upstream, ctx)
+        try:
+            self.recorder.stub(record)
+            if self.recorder.durable:
+                await self.recorder.sink.wait_durable()
+        except BaseException:
+            await stream.aclose()
+            raise
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": SSE_HEADERS + _meta_headers(record),
+            }
+        )
+        outcome = await relay(stream, receive, send, started)
+        record.status_code = 200
+        record.ttft_ms = outcome.ttft_ms
+        record.provider_model = stream.served_model or target.model
+        if outcome.error is not None:
+            record.error, record.error_type = outcome.error.message, outcome.error.type
+        elif outcome.disconnected:
+            record.error = f"the client disconnected after {outcome.chunks} chunks"
+            record.error_type = "client_disconnected"
+        self.recorder.settle(
+            record,
+            stream.usage,
+            price_model=record.provider_model,
+            provider_id=target.provider.price_provider_id(),
+            messages=upstream.get("messages"),
+            output_text=stream.output_text,
+        )
+        self.recorder.payloads(record, raw, orjson.dumps({"content": stream.output_text}).decode())
+        try:
+            self.recorder.commit(record, started)
+        except LogFullError:  # the stub already holds this call's record
+            self.recorder.metrics.log_full.inc()
+
+    async def _embeddings(self, send: Send, call: Call) -> None:
+        body, record, started, raw = call.body, call.record, call.started, call.raw
+        model = _require_model(body)
+        if not isinstance(body.get("input"), (str, list)) or not body["input"]:
+            raise GatewayError(400, "`input` must be a non-empty string or list", param="input")
+        target = self._target(call.principal, model, record)
+        upstream = dict(body)
+        upstream["model"] = target.model
+        result = await target.provider.embeddings(
+            upstream, self._context(record, call.trace, call.headers)
+        )
+        record.provider_model = result.served_model or target.model
+        record.status_code = 200
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        text = [{"role": "user", "content": i} for i in inputs if isinstance(i, str)]
+        self.recorder.settle(
+            record,
+            result.usage,
+            price_model=record.provider_model,
+            provider_id=target.provider.price_provider_id(),
+            messages=text,
+            output_text="",
+        )
+        self.recorder.payloads(record, raw, None)
+        self.recorder.commit(record, started)
+        if self.recorder.durable:
+            await self.recorder.sink.wait_durable()
+        await send_json(send, 200, result.body, _meta_headers(record))

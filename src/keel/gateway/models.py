@@ -1,0 +1,75 @@
+"""Model resolution: a public model name (or `provider/model`) to the targets that serve it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keel.config import ModelConfig
+from keel.gateway.errors import GatewayError
+from keel.providers.base import Provider
+
+__all__ = ["ModelRouter", "Target"]
+
+# Models the built-in mock provider answers, listed so a newcomer sees them in GET /v1/models.
+_MOCK_MODELS = ("echo", "embed", "fail")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: Provider
+    model: str  # the provider's own model name
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider.config.name
+
+
+class ModelRouter:
+    def __init__(self, providers: Mapping[str, Provider], models: tuple[ModelConfig, ...]) -> None:
+        self._providers = dict(providers)
+        self._public: dict[str, tuple[Target, ...]] = {}
+        for m in models:
+            targets = []
+            for t in m.targets:
+                if t.provider not in self._providers:
+                    raise GatewayError(
+                        500, f"model {m.name!r} names unknown provider {t.provider!r}"
+                    )
+                targets.append(Target(self._providers[t.provider], t.model))
+            self._public[m.name] = tuple(targets)
+        self._cache: dict[str, tuple[Target, ...]] = {}
+
+    def resolve(self, name: str) -> tuple[Target, ...]:
+        """The targets for `name`, in order; GatewayError 404 when nothing serves it."""
+        found = self._public.get(name) or self._cache.get(name)
+        if found:
+            return found
+        provider_name, sep, model = name.partition("/")
+        provider = self._providers.get(provider_name) if sep and model else None
+        if provider is None:
+            raise GatewayError(
+                404,
+                f"The model {name!r} does not exist: use a model from GET /v1/models or "
+                f"<provider>/<model> with a configured provider "
+                f"({', '.join(sorted(self._providers))}).",
+                code="model_not_found",
+                param="model",
+            )
+        targets = (Target(provider, model),)
+        if len(self._cache) < 10_000:  # bounded: names come from clients
+            self._cache[name] = targets
+        return targets
+
+    def list_models(self) -> list[dict[str, Any]]:
+        created = int(time.time())
+        names = list(self._public)
+        for pname, provider in self._providers.items():
+            listed = provider.config.options.get("models")
+            if provider.config.type == "mock":
+                listed = list(_MOCK_MODELS)
+            if isinstance(listed, list):
+                names += [f"{pname}/{m}" for m in listed]
+        return [{"id": n, "object": "model", "created": created, "owned_by": "keel"} for n in names]

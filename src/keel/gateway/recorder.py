@@ -1,0 +1,154 @@
+"""Turns one gateway call into its request record: tokens, cost, payloads, metrics, the log.
+
+Everything a record needs is settled here, so the request handlers only say what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from keel.costs.pricing import Pricer
+from keel.costs.tokens import estimate_usage
+from keel.gateway.errors import GatewayError
+from keel.gateway.metadata import RequestMeta, TraceContext
+from keel.metrics import Metrics
+from keel.providers.base import Usage
+from keel.records.model import RequestRecord, new_id
+
+__all__ = ["RecordSink", "Recorder"]
+
+
+class RecordSink(Protocol):
+    def submit(self, record: RequestRecord) -> None: ...
+
+    async def wait_durable(self) -> None: ...
+
+    def has_room(self) -> bool: ...
+
+
+def _cap(text: str | None, limit: int) -> tuple[str | None, bool]:
+    if text is None or len(text) <= limit:
+        return text, False
+    return text[:limit], True
+
+
+class Recorder:
+    def __init__(
+        self,
+        sink: RecordSink,
+        pricer: Pricer,
+        metrics: Metrics,
+        *,
+        store_payloads: bool,
+        payload_max_bytes: int,
+        durable: bool,
+    ) -> None:
+        self.sink = sink
+        self.pricer = pricer
+        self.metrics = metrics
+        self.store_payloads = store_payloads
+        self.payload_max = payload_max_bytes
+        self.durable = durable
+
+    def begin(
+        self,
+        endpoint: str,
+        model: str | None,
+        meta: RequestMeta,
+        trace: TraceContext,
+        key_id: str | None,
+        stream: bool,
+    ) -> RequestRecord:
+        return RequestRecord(
+            id=new_id(),
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
+            parent_span_id=trace.parent_span_id,
+            created_at=time.time(),
+            endpoint=endpoint,
+            model=model,
+            customer=meta.customer,
+            pipeline=meta.pipeline,
+            tags=meta.tags,
+            stream=stream,
+            key_id=key_id,
+        )
+
+    def settle(
+        self,
+        record: RequestRecord,
+        usage: Usage | None,
+        *,
+        price_model: str,
+        provider_id: str | None,
+        messages: Sequence[Any] | None,
+        output_text: str,
+    ) -> None:
+        """Fill tokens and cost; count tokens offline (flagged) when the provider gave none."""
+        if usage is None or usage.input_tokens is None:
+            estimated = estimate_usage(messages or [], output_text)
+            if usage is not None and usage.output_tokens is not None:
+                estimated.output_tokens = usage.output_tokens
+            usage = estimated
+        record.input_tokens = usage.input_tokens
+        record.output_tokens = usage.output_tokens
+        record.cached_tokens = usage.cached_tokens
+        record.cache_write_tokens = usage.cache_write_tokens
+        record.reasoning_tokens = usage.reasoning_tokens
+        record.tokens_estimated = usage.estimated
+        cost = self.pricer.cost(usage, model=price_model, provider_id=provider_id)
+        record.cost_usd = cost.usd
+        record.cost_estimated = cost.estimated
+
+    def fail(self, record: RequestRecord, err: GatewayError) -> None:
+        record.status_code = record.status_code or err.status
+        record.error = err.message
+        record.error_type = err.type
+
+    def payloads(self, record: RequestRecord, request: bytes, response: str | None) -> None:
+        if not self.store_payloads:
+            return
+        req_text, cut_req = _cap(request.decode("utf-8", "replace"), self.payload_max)
+        resp_text, cut_resp = _cap(response, self.payload_max)
+        record.request_body = req_text
+        record.response_body = resp_text
+        record.payload_truncated = cut_req or cut_resp
+
+    def stub(self, record: RequestRecord) -> None:
+        """Log a stream's record before its status line goes out; the final one replaces it."""
+        stub = RequestRecord.from_dict(record.to_dict())
+        stub.final = False
+        stub.status_code = 200
+        stub.request_body = stub.response_body = None
+        self.sink.submit(stub)
+
+    def commit(self, record: RequestRecord, started: float) -> None:
+        """Log the final record (raises LogFullError) and count it in the metrics."""
+        if record.latency_ms is None:
+            record.latency_ms = (time.perf_counter() - started) * 1000.0
+        self.sink.submit(record)
+        self._observe(record)
+
+    def _observe(self, record: RequestRecord) -> None:
+        m = self.metrics
+        model = record.model if record.provider else "-"
+        provider = record.provider or "-"
+        m.requests.labels(model, provider, str(record.status_code)).inc()
+        if record.error_type:
+            m.errors.labels(model, provider, record.error_type).inc()
+        if record.latency_ms is not None:
+            m.latency.labels(model, provider).observe(record.latency_ms / 1000.0)
+        if record.ttft_ms is not None:
+            m.ttft.labels(model, provider).observe(record.ttft_ms / 1000.0)
+        for kind, value in (
+            ("input", record.input_tokens),
+            ("output", record.output_tokens),
+            ("cached", record.cached_tokens),
+            ("reasoning", record.reasoning_tokens),
+        ):
+            if value:
+                m.tokens.labels(model, provider, kind).inc(value)
+        if record.cost_usd:
+            m.cost.labels(model, provider).inc(record.cost_usd)

@@ -1,0 +1,122 @@
+"""Everything one Keel process holds while it runs, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import aiohttp
+
+from keel.config import ProviderConfig, Settings
+from keel.costs.pricing import Pricer
+from keel.costs.tokens import preload as preload_tokenizer
+from keel.gateway.handler import Gateway
+from keel.gateway.models import ModelRouter
+from keel.gateway.recorder import Recorder
+from keel.keys.auth import Authenticator
+from keel.metrics import Metrics
+from keel.providers.base import Provider
+from keel.providers.registry import load_registry
+from keel.records.pipeline import RecordPipeline
+from keel.storage.database import Database
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+_KEY_REFRESH_S = 5.0
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    registry = load_registry()
+    configs = list(settings.providers)
+    if not any(c.name == "mock" for c in configs):
+        configs.append(ProviderConfig(name="mock", type="mock"))
+    return {c.name: registry.create(c) for c in configs}
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.providers = build_providers(settings)
+        self.router = ModelRouter(self.providers, settings.models)
+        self.pricer = Pricer(settings.prices)
+        self.db: Database | None = None
+        self.pipeline: RecordPipeline | None = None
+        self.authenticator: Authenticator | None = None
+        self.gateway: Gateway | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._preload: asyncio.Future[bool] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        Path(s.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
+        # Load the offline tokenizer in the background: only calls without usage need it.
+        self._preload = asyncio.get_running_loop().run_in_executor(None, preload_tokenizer)
+        self.db = await Database.open(s.resolved_database_url)
+        self.pipeline = RecordPipeline(
+            s.data_dir,
+            self.db,
+            max_bytes=s.wal_max_bytes,
+            segment_bytes=s.wal_segment_bytes,
+            fsync=s.wal_fsync,
+            fsync_interval_ms=s.wal_fsync_interval_ms,
+            batch_size=s.writer_batch_size,
+        )
+        await self.pipeline.start()
+        p = self.pipeline
+        self.metrics.bind_pipeline(
+            lambda: p.pending_records,
+            lambda: p.written_records,
+            lambda: p.lost_records,
+            lambda: 1.0 if p.db_up else 0.0,
+        )
+        self.authenticator = Authenticator(self.db.engine, s.admin_key)
+        await self.authenticator.start()
+        self._refresher = asyncio.create_task(self._refresh_keys())
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+        )
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        timeout = aiohttp.ClientTimeout(
+            total=s.upstream_total_timeout_s,
+            connect=s.upstream_connect_timeout_s,
+            sock_read=s.upstream_read_timeout_s,
+        )
+        recorder = Recorder(
+            self.pipeline,
+            self.pricer,
+            self.metrics,
+            store_payloads=s.store_payloads,
+            payload_max_bytes=s.payload_max_bytes,
+            durable=s.wal_fsync == "always",
+        )
+        self.gateway = Gateway(
+            self.router, recorder, self.authenticator, self._session, timeout, s.max_request_bytes
+        )
+
+    async def _refresh_keys(self) -> None:
+        # Keys created or revoked by another replica become visible within this interval.
+        assert self.authenticator is not None
+        while True:
+            await asyncio.sleep(_KEY_REFRESH_S)
+            try:
+                await self.authenticator.refresh()
+            except Exception as exc:  # the database may be down; keep the cached keys
+                log.warning("could not refresh API keys: %s", type(exc).__name__)
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self._session is not None:
+            await self._session.close()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        if self.db is not None:
+            await self.db.close()

@@ -1,0 +1,71 @@
+"""Database.open: migrations create exactly the tables in keel.storage.tables, on both dialects."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+
+from keel.storage.database import Database
+from keel.storage.tables import metadata
+
+
+def _schema_diff(conn: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+
+async def test_open_migrates_to_exactly_the_declared_tables(database_url: str) -> None:
+    db = await Database.open(database_url)
+    try:
+        async with db.engine.connect() as conn:
+            names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            diff = await conn.run_sync(_schema_diff)
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        assert names == {"alembic_version", "requests", "request_payloads", "keys"}
+        assert diff == []
+        assert version == [("0001",)]
+        assert await db.ping()
+    finally:
+        await db.close()
+
+
+async def test_concurrent_opens_migrate_once(database_url: str) -> None:
+    dbs = await asyncio.gather(*(Database.open(database_url) for _ in range(4)))
+    try:
+        async with dbs[0].engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        assert rows == [("0001",)]
+        reopened = await Database.open(database_url)
+        await reopened.close()
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+async def test_sqlite_settings_and_folder(tmp_path: Path) -> None:
+    db = await Database.open(f"sqlite:///{tmp_path / 'deep' / 'er' / 'keel.db'}")
+    try:
+        assert db.dialect == "sqlite"
+        async with db.engine.connect() as conn:
+            values = [
+                (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            ]
+        assert values == ["wal", 1, 5000, 1]
+    finally:
+        await db.close()
+
+
+async def test_url_for_logs_hides_the_password(postgres_server_url: str) -> None:
+    # The local server trusts loopback, so any password is accepted and must never be shown.
+    url = postgres_server_url.replace("postgres@", "postgres:hunter2@")
+    db = await Database.open(url)
+    try:
+        assert db.dialect == "postgresql"
+        assert "hunter2" not in db.url_for_logs
+        assert db.url_for_logs == url.replace("hunter2", "***")
+    finally:
+        await db.close()
