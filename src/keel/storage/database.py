@@ -81,8 +81,9 @@ def _make_sqlite_folder(driver_url: str) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the one writer; NORMAL is durable against process crashes
-    # (Keel's own log covers the rest); busy_timeout rides out short lock waits.
+    # WAL lets readers run beside the one writer. FULL syncs each commit, so the checkpoint of
+    # Keel's own log never moves past a batch that power loss could still roll back; only the
+    # background writer commits, so no request waits for it. busy_timeout rides out lock waits.
     cursor = dbapi_connection.cursor()
     for pragma in (
         "journal_mode=WAL",
