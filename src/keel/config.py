@@ -153,6 +153,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Most records the background writer puts in one database transaction.",
     ),
     Setting(
+        "writer_linger_ms",
+        "KEEL_WRITER_LINGER_MS",
+        20,
+        int,
+        "How long the background writer lets records gather before a transaction when traffic "
+        "is light (records reach the database that much later; the log already holds them).",
+    ),
+    Setting(
         "upstream_connect_timeout_s",
         "KEEL_UPSTREAM_CONNECT_TIMEOUT_S",
         10.0,
@@ -232,6 +240,7 @@ class Settings:
     wal_fsync: str = "batch"
     wal_fsync_interval_ms: int = 10
     writer_batch_size: int = 1000
+    writer_linger_ms: int = 20
     upstream_connect_timeout_s: float = 10.0
     upstream_read_timeout_s: float = 120.0
     upstream_total_timeout_s: float = 600.0

@@ -11,7 +11,6 @@ import aiohttp
 
 from keel.config import ProviderConfig, Settings
 from keel.costs.pricing import Pricer
-from keel.costs.tokens import preload as preload_tokenizer
 from keel.gateway.handler import Gateway
 from keel.gateway.models import ModelRouter
 from keel.gateway.recorder import Recorder
@@ -50,13 +49,10 @@ class Runtime:
         self.gateway: Gateway | None = None
         self._session: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
-        self._preload: asyncio.Future[bool] | None = None
 
     async def start(self) -> None:
         s = self.settings
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
-        # Load the offline tokenizer in the background: only calls without usage need it.
-        self._preload = asyncio.get_running_loop().run_in_executor(None, preload_tokenizer)
         self.db = await Database.open(s.resolved_database_url)
         self.pipeline = RecordPipeline(
             s.data_dir,
@@ -66,6 +62,7 @@ class Runtime:
             fsync=s.wal_fsync,
             fsync_interval_ms=s.wal_fsync_interval_ms,
             batch_size=s.writer_batch_size,
+            linger_ms=s.writer_linger_ms,
         )
         await self.pipeline.start()
         p = self.pipeline
@@ -81,7 +78,10 @@ class Runtime:
         connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
         )
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        # No cookie jar: upstream cookies must never leak from one client's call into another's.
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        )
         timeout = aiohttp.ClientTimeout(
             total=s.upstream_total_timeout_s,
             connect=s.upstream_connect_timeout_s,

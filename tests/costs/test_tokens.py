@@ -183,3 +183,28 @@ def test_count_messages_skips_malformed_items() -> None:
 def test_estimate_usage_is_flagged() -> None:
     usage = estimate_usage([{"role": "user", "content": "hello world"}], "tiktoken is great!")
     assert usage == Usage(input_tokens=9, output_tokens=6, estimated=True)
+
+
+def test_background_load_never_blocks_a_count_and_then_counts_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+    import threading
+
+    from keel.costs import tokens as module
+
+    fresh = importlib.reload(module)  # forget any encoding an earlier test loaded
+    gate = threading.Event()
+    build = fresh._build_encoding
+
+    def slow_build() -> object:
+        gate.wait(10)
+        return build()
+
+    monkeypatch.setattr(fresh, "_build_encoding", slow_build)
+    fresh.load_in_background()
+    assert fresh.count_text("hello world") == 3  # ceil(11 / 4): the fallback, without waiting
+    gate.set()
+    assert fresh._background is not None
+    fresh._background.join(10)
+    assert fresh.count_text("hello world") == 2

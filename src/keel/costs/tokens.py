@@ -21,7 +21,13 @@ import tiktoken.load
 
 from keel.providers.base import Usage
 
-__all__ = ["count_messages", "count_text", "estimate_usage", "preload"]
+__all__ = [
+    "count_messages",
+    "count_text",
+    "estimate_usage",
+    "load_in_background",
+    "preload",
+]
 
 logger = logging.getLogger("keel.costs")
 
@@ -50,6 +56,9 @@ CHARS_PER_TOKEN = 4  # the fallback heuristic
 _lock = threading.Lock()
 _loaded = False
 _encoding: Any = None  # tiktoken.Encoding, or None when the fallback is in use
+# In a server the encoding (tens of MB, half a second) loads on a thread the first time it is
+# needed; counts made before it is ready use the fallback rather than stall the event loop.
+_background: threading.Thread | None = None
 
 
 def _build_encoding() -> Any:
@@ -64,28 +73,50 @@ def _build_encoding() -> Any:
     )
 
 
-def _get_encoding() -> Any:
+def _load() -> Any:
+    """Build the encoding once (call with _lock held)."""
     global _encoding, _loaded
+    if not _loaded:
+        try:
+            _encoding = _build_encoding()
+        except Exception:
+            logger.warning(
+                "cl100k_base could not be loaded; counting tokens as characters / %d",
+                CHARS_PER_TOKEN,
+                exc_info=True,
+            )
+            _encoding = None
+        _loaded = True
+    return _encoding
+
+
+def _get_encoding() -> Any:
     if _loaded:
         return _encoding
+    if _background is not None:
+        return None  # loading on its thread: count with the fallback meanwhile
     with _lock:
-        if not _loaded:
-            try:
-                _encoding = _build_encoding()
-            except Exception:
-                logger.warning(
-                    "cl100k_base could not be loaded; counting tokens as characters / %d",
-                    CHARS_PER_TOKEN,
-                    exc_info=True,
-                )
-                _encoding = None
-            _loaded = True
-    return _encoding
+        return _load()
 
 
 def preload() -> bool:
     """Load the encoding now (about a second) instead of on the first count; True if loaded."""
     return _get_encoding() is not None
+
+
+def load_in_background() -> None:
+    """Start loading the encoding on a thread (once); until it is ready, counts use the fallback."""
+    global _background
+    with _lock:
+        if _loaded or _background is not None:
+            return
+        _background = threading.Thread(target=_load_locked, name="keel-tokenizer", daemon=True)
+        _background.start()
+
+
+def _load_locked() -> None:
+    with _lock:
+        _load()
 
 
 def count_text(text: str) -> int:

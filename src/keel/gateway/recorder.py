@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from keel.costs.pricing import Pricer
-from keel.costs.tokens import estimate_usage
+from keel.costs.tokens import estimate_usage, load_in_background
 from keel.gateway.errors import GatewayError
 from keel.gateway.metadata import RequestMeta, TraceContext
 from keel.metrics import Metrics
@@ -88,6 +88,7 @@ class Recorder:
     ) -> None:
         """Fill tokens and cost; count tokens offline (flagged) when the provider gave none."""
         if usage is None or usage.input_tokens is None:
+            load_in_background()  # the tokenizer costs memory only once some call needs it
             estimated = estimate_usage(messages or [], output_text)
             if usage is not None and usage.output_tokens is not None:
                 estimated.output_tokens = usage.output_tokens

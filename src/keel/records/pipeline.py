@@ -57,6 +57,7 @@ class RecordPipeline:
         fsync: str,
         fsync_interval_ms: int,
         batch_size: int,
+        linger_ms: int = 0,
         stub_timeout_s: float = 900.0,
         max_backoff_s: float = 5.0,
     ) -> None:
@@ -70,6 +71,7 @@ class RecordPipeline:
         )
         self._db = db
         self._batch_size = max(batch_size, 1)
+        self._linger = max(linger_ms, 0) / 1000.0
         self._stub_timeout = stub_timeout_s
         self._max_backoff = max_backoff_s
         self._stubs: dict[str, _Stub] = {}  # insertion order is log order: first is oldest
@@ -212,6 +214,10 @@ class RecordPipeline:
                 if self._stopping:
                     return
                 await self._wait_for_work()
+                if self._linger and not self._stopping:
+                    # Let a trickle of records gather into one transaction: a batch of one per
+                    # request would cost the database a commit per call.
+                    await asyncio.sleep(self._linger)
 
     async def _step(self) -> bool:
         """Move one batch from the log to the database; True when the log had nothing new."""

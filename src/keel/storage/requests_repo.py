@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +73,7 @@ async def _write(
         await conn.execute(stmt, payloads)
 
 
+@functools.lru_cache(maxsize=16)  # built once per shape: statement construction is not free
 def _upsert(dialect: str, table: Any, key: str, *, replace: bool, only_stubs: bool) -> Insert:
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     if not replace:
