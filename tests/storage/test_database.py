@@ -54,7 +54,7 @@ async def test_sqlite_settings_and_folder(tmp_path: Path) -> None:
                 (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
                 for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
             ]
-        assert values == ["wal", 1, 5000, 1]
+        assert values == ["wal", 2, 5000, 1]  # journal_mode, synchronous=FULL, busy_timeout, fk
     finally:
         await db.close()
 

@@ -86,9 +86,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # background writer commits, so no request waits for it. busy_timeout rides out lock waits.
     cursor = dbapi_connection.cursor()
     for pragma in (
+        "busy_timeout=5000",  # first, so that switching to WAL also waits out a lock
         "journal_mode=WAL",
         "synchronous=FULL",
-        "busy_timeout=5000",
         "foreign_keys=ON",
     ):
         cursor.execute(f"PRAGMA {pragma}")
