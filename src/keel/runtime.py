@@ -7,8 +7,6 @@ import contextlib
 import logging
 from pathlib import Path
 
-import aiohttp
-
 from keel.config import ProviderConfig, Settings
 from keel.costs.pricing import Pricer
 from keel.gateway.handler import Gateway
@@ -17,6 +15,7 @@ from keel.gateway.recorder import Recorder
 from keel.keys.auth import Authenticator
 from keel.metrics import Metrics
 from keel.providers.base import Provider
+from keel.providers.client import Timeouts, UpstreamClient
 from keel.providers.registry import load_registry
 from keel.records.pipeline import RecordPipeline
 from keel.storage.database import Database
@@ -47,7 +46,7 @@ class Runtime:
         self.pipeline: RecordPipeline | None = None
         self.authenticator: Authenticator | None = None
         self.gateway: Gateway | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: UpstreamClient | None = None
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -75,17 +74,11 @@ class Runtime:
         self.authenticator = Authenticator(self.db.engine, s.admin_key)
         await self.authenticator.start()
         self._refresher = asyncio.create_task(self._refresh_keys())
-        connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
-        )
-        # No cookie jar: upstream cookies must never leak from one client's call into another's.
-        self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=s.upstream_total_timeout_s,
+        self._client = UpstreamClient()
+        timeout = Timeouts(
             connect=s.upstream_connect_timeout_s,
-            sock_read=s.upstream_read_timeout_s,
+            read=s.upstream_read_timeout_s,
+            total=s.upstream_total_timeout_s,
         )
         recorder = Recorder(
             self.pipeline,
@@ -96,7 +89,7 @@ class Runtime:
             durable=s.wal_fsync == "always",
         )
         self.gateway = Gateway(
-            self.router, recorder, self.authenticator, self._session, timeout, s.max_request_bytes
+            self.router, recorder, self.authenticator, self._client, timeout, s.max_request_bytes
         )
 
     async def _refresh_keys(self) -> None:
@@ -114,8 +107,8 @@ class Runtime:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
         if self.pipeline is not None:
             await self.pipeline.stop()
         if self.db is not None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 
+from keel.providers.client import UpstreamClient
 from tests.fakes.openai_upstream import FAKE_API_KEY, FAULTS, FakeOpenAI, FakeRequest
 
 __all__ = [
@@ -62,9 +62,12 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def client_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+async def client_session() -> AsyncIterator[UpstreamClient]:
+    session = UpstreamClient()
+    try:
         yield session
+    finally:
+        await session.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -13,6 +12,7 @@ from keel.config import ProviderConfig
 from keel.providers.anthropic import AnthropicProvider, register
 from keel.providers.anthropic_translate import to_messages_request
 from keel.providers.base import CallContext, ChatStream, UpstreamError, Usage
+from keel.providers.client import Timeouts, UpstreamClient
 from keel.providers.registry import ProviderRegistry
 from tests.fakes.anthropic_upstream import API_KEY, AnthropicUpstream
 
@@ -39,8 +39,11 @@ async def fake() -> AsyncIterator[AnthropicUpstream]:
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[CallContext]:
-    async with aiohttp.ClientSession() as session:
-        yield CallContext(session, aiohttp.ClientTimeout(total=10), request_id="req-1")
+    session = UpstreamClient()
+    try:
+        yield CallContext(session, Timeouts(total=10), request_id="req-1")
+    finally:
+        await session.close()
 
 
 def make_provider(fake: AnthropicUpstream, api_key: str = API_KEY) -> AnthropicProvider:

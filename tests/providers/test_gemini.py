@@ -7,12 +7,12 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
 from keel.config import ProviderConfig
 from keel.providers.base import CallContext, ChatStream, UpstreamError, Usage
+from keel.providers.client import Timeouts, UpstreamClient
 from keel.providers.gemini import GeminiProvider, register
 from keel.providers.gemini_translate import to_generate_request
 from keel.providers.registry import ProviderRegistry
@@ -45,8 +45,11 @@ async def fake() -> AsyncIterator[GeminiUpstream]:
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[CallContext]:
-    async with aiohttp.ClientSession() as session:
-        yield CallContext(session, aiohttp.ClientTimeout(total=10), request_id="req-1")
+    session = UpstreamClient()
+    try:
+        yield CallContext(session, Timeouts(total=10), request_id="req-1")
+    finally:
+        await session.close()
 
 
 def make_provider(fake: GeminiUpstream, api_key: str = API_KEY) -> GeminiProvider:

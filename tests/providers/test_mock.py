@@ -8,12 +8,12 @@ import struct
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
 from keel.config import ConfigError, ProviderConfig
 from keel.providers.base import CallContext, ChatStream, Provider, UpstreamError, Usage
+from keel.providers.client import Timeouts, UpstreamClient
 from keel.providers.mock import DEFAULT_CONFIG, MockProvider, count_tokens, register
 from keel.providers.registry import ProviderRegistry
 from tests import fakes
@@ -34,17 +34,17 @@ def mock() -> Provider:
     return MockProvider(DEFAULT_CONFIG)
 
 
-def make_ctx(session: aiohttp.ClientSession, **headers: str) -> CallContext:
+def make_ctx(session: UpstreamClient, **headers: str) -> CallContext:
     return CallContext(
         session=session,
-        timeout=aiohttp.ClientTimeout(total=10),
+        timeout=Timeouts(total=10),
         request_id="req-1",
         client_headers={k.replace("_", "-"): v for k, v in headers.items()},
     )
 
 
 @pytest.fixture
-def ctx(client_session: aiohttp.ClientSession) -> CallContext:
+def ctx(client_session: UpstreamClient) -> CallContext:
     return make_ctx(client_session)
 
 
@@ -186,7 +186,7 @@ async def test_aclose_ends_the_stream(mock: Provider, ctx: CallContext) -> None:
 )
 async def test_fail_header(
     mock: Provider,
-    client_session: aiohttp.ClientSession,
+    client_session: UpstreamClient,
     fail: str,
     status: int,
     retry_after: float | None,
@@ -201,7 +201,7 @@ async def test_fail_header(
 
 
 async def test_midstream_failure_after_half_the_words(
-    mock: Provider, client_session: aiohttp.ClientSession
+    mock: Provider, client_session: UpstreamClient
 ) -> None:
     messages = [{"role": "user", "content": "one two three four"}]
     ctx = make_ctx(client_session, x_mock_fail="midstream")
@@ -216,7 +216,7 @@ async def test_midstream_failure_after_half_the_words(
     assert stream.usage is not None
 
 
-async def test_bad_knob_values(mock: Provider, client_session: aiohttp.ClientSession) -> None:
+async def test_bad_knob_values(mock: Provider, client_session: UpstreamClient) -> None:
     for headers in ({"x_mock_fail": "sometimes"}, {"x_mock_latency_ms": "soon"}):
         with pytest.raises(UpstreamError) as caught:
             await mock.chat(dict(HELLO), make_ctx(client_session, **headers))
@@ -224,7 +224,7 @@ async def test_bad_knob_values(mock: Provider, client_session: aiohttp.ClientSes
 
 
 async def test_latency_and_chunk_delay_knobs(
-    mock: Provider, client_session: aiohttp.ClientSession
+    mock: Provider, client_session: UpstreamClient
 ) -> None:
     ctx = make_ctx(client_session, x_mock_latency_ms="50", x_mock_chunk_delay_ms="20")
     started = time.monotonic()
@@ -236,7 +236,7 @@ async def test_latency_and_chunk_delay_knobs(
     assert finished - answered >= 4 * 0.02  # 4 delays between the 5 chunks
 
 
-async def test_latency_option(client_session: aiohttp.ClientSession) -> None:
+async def test_latency_option(client_session: UpstreamClient) -> None:
     slow = MockProvider(ProviderConfig("m", "mock", options={"latency_ms": 30}))
     started = time.monotonic()
     await slow.chat(dict(HELLO), make_ctx(client_session))

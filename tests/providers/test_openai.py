@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
 from keel.config import ConfigError, ProviderConfig
 from keel.providers.base import CallContext, ChatStream, Provider, UpstreamError, Usage
+from keel.providers.client import Timeouts, UpstreamClient
 from keel.providers.openai import AzureOpenAIProvider, OpenAIProvider, OpenAIStream, register
 from keel.providers.registry import ProviderRegistry
 from tests import fakes
@@ -24,16 +24,16 @@ USAGE = Usage(input_tokens=3, output_tokens=3, cached_tokens=0, reasoning_tokens
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there world"}]}
 
 
-def make_ctx(session: aiohttp.ClientSession, **timeout: float) -> CallContext:
+def make_ctx(session: UpstreamClient, **timeout: float) -> CallContext:
     return CallContext(
         session=session,
-        timeout=aiohttp.ClientTimeout(**(timeout or {"total": 10})),
+        timeout=Timeouts(**(timeout or {"total": 10})),
         request_id="req-test",
     )
 
 
 @pytest.fixture
-def ctx(client_session: aiohttp.ClientSession) -> CallContext:
+def ctx(client_session: UpstreamClient) -> CallContext:
     return make_ctx(client_session)
 
 
@@ -163,7 +163,7 @@ async def test_unknown_fields_and_tools_pass_through_untouched(
 
 
 async def test_headers_forwarded_without_client_credentials(
-    fake_openai: FakeOpenAI, client_session: aiohttp.ClientSession
+    fake_openai: FakeOpenAI, client_session: UpstreamClient
 ) -> None:
     provider = openai_provider(
         fake_openai.base_url, headers={"X-Team": "search"}, organization="org-1"
@@ -183,7 +183,7 @@ async def test_headers_forwarded_without_client_credentials(
     assert "client-key-must-not-leak" not in str(headers)
 
 
-async def test_no_authorization_without_api_key(client_session: aiohttp.ClientSession) -> None:
+async def test_no_authorization_without_api_key(client_session: UpstreamClient) -> None:
     fake = FakeOpenAI()  # like a local vLLM: no key needed
     await fake.start()
     try:
@@ -367,7 +367,7 @@ async def test_wrong_key_is_a_gateway_problem(fake_openai: FakeOpenAI, ctx: Call
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["chat", "stream"])
 async def test_a_hanging_upstream_times_out(
-    fake_openai: FakeOpenAI, client_session: aiohttp.ClientSession, streaming: bool
+    fake_openai: FakeOpenAI, client_session: UpstreamClient, streaming: bool
 ) -> None:
     provider = openai_provider(fake_openai.base_url)
     ctx = make_ctx(client_session, total=0.3)
@@ -380,7 +380,7 @@ async def test_a_hanging_upstream_times_out(
     assert caught.value.status == 504
 
 
-async def test_connection_refused(client_session: aiohttp.ClientSession) -> None:
+async def test_connection_refused(client_session: UpstreamClient) -> None:
     fake = FakeOpenAI()
     base_url = await fake.start()
     await fake.stop()  # nothing listens on that port any more
@@ -420,12 +420,12 @@ async def test_stream_failing_midway_raises_while_iterating(
 
 
 async def test_a_stalled_stream_times_out(
-    fake_openai: FakeOpenAI, client_session: aiohttp.ClientSession
+    fake_openai: FakeOpenAI, client_session: UpstreamClient
 ) -> None:
     provider = openai_provider(fake_openai.base_url)
     fake_openai.fail_next("slow_drip")
     stream = await provider.stream_chat(
-        {**HELLO, "stream": True}, make_ctx(client_session, sock_read=0.3)
+        {**HELLO, "stream": True}, make_ctx(client_session, read=0.3)
     )
     with pytest.raises(UpstreamError) as caught:
         await read_all(stream)

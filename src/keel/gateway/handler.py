@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from keel.gateway.asgi import (
@@ -31,6 +30,7 @@ from keel.gateway.recorder import Recorder
 from keel.gateway.streaming import SSE_HEADERS, relay
 from keel.keys.auth import Authenticator, AuthError, Principal, authorize_model
 from keel.providers.base import CallContext, UpstreamError
+from keel.providers.client import Timeouts, UpstreamClient
 from keel.records.model import RequestRecord
 from keel.records.pipeline import LogFullError
 
@@ -98,8 +98,8 @@ class Gateway:
         router: ModelRouter,
         recorder: Recorder,
         authenticator: Authenticator,
-        session: aiohttp.ClientSession,
-        timeout: aiohttp.ClientTimeout,
+        session: UpstreamClient,
+        timeout: Timeouts,
         max_request_bytes: int,
     ) -> None:
         self.router = router

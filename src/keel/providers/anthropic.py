@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from keel.config import ProviderConfig
@@ -32,6 +31,7 @@ from keel.providers.base import (
     UpstreamError,
     Usage,
 )
+from keel.providers.client import Response
 from keel.providers.http import (
     DONE_FRAME,
     error_from_response,
@@ -203,7 +203,7 @@ class _AnthropicStream:
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         events: AsyncIterator[tuple[str, bytes]],
         translator: _StreamTranslator,
         pending: list[bytes],

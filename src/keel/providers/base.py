@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import aiohttp
-
 from keel.config import ProviderConfig
+from keel.providers.client import Timeouts, UpstreamClient
 
 __all__ = [
     "CallContext",
@@ -72,8 +71,8 @@ class UpstreamError(Exception):
 class CallContext:
     """What an adapter needs for one call besides the body."""
 
-    session: aiohttp.ClientSession
-    timeout: aiohttp.ClientTimeout
+    session: UpstreamClient
+    timeout: Timeouts
     request_id: str
     # headers to forward upstream (for example `traceparent`); never the client's credentials
     forward_headers: Mapping[str, str] = field(default_factory=dict)

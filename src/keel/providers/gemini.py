@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from keel.config import ProviderConfig
@@ -29,6 +28,7 @@ from keel.providers.base import (
     UpstreamError,
     Usage,
 )
+from keel.providers.client import Response
 from keel.providers.gemini_translate import (
     ToolCallIds,
     blocked_error,
@@ -191,7 +191,7 @@ class _GeminiStream:
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         events: AsyncIterator[tuple[str, bytes]],
         translator: _StreamTranslator,
         pending: list[bytes],

@@ -10,10 +10,10 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from keel.providers.base import CallContext, UpstreamError
+from keel.providers.client import Response, TransportError
 
 __all__ = [
     "DONE_FRAME",
@@ -115,44 +115,61 @@ def timeout_error(provider: str) -> UpstreamError:
 
 
 def _connection_error(provider: str, exc: BaseException) -> UpstreamError:
-    kind = type(exc).__name__
+    # The client's messages name only the host, port and what failed: nothing secret.
+    detail = str(exc) or type(exc).__name__
     return UpstreamError(
-        502, f"could not reach provider {provider!r}: {kind}", type="upstream_connection_error"
+        502, f"could not reach provider {provider!r}: {detail}", type="upstream_connection_error"
     )
+
+
+def _with_content_type(headers: Mapping[str, str]) -> Mapping[str, str]:
+    if any(name.lower() == "content-type" for name in headers):
+        return headers
+    return {**headers, "content-type": "application/json"}
+
+
+async def _send(
+    ctx: CallContext, provider: str, url: str, headers: Mapping[str, str], payload: Any
+) -> Response:
+    try:
+        return await ctx.session.request(
+            "POST",
+            url,
+            headers=_with_content_type(headers),
+            body=orjson.dumps(payload),
+            timeouts=ctx.timeout,
+        )
+    except TimeoutError:
+        raise timeout_error(provider) from None
+    except TransportError as exc:
+        raise _connection_error(provider, exc) from None
 
 
 async def post_json(
     ctx: CallContext, provider: str, url: str, headers: Mapping[str, str], payload: Any
 ) -> tuple[bytes, Mapping[str, str]]:
     """POST JSON and return the 2xx body; raise UpstreamError for anything else."""
-    data = orjson.dumps(payload)
+    resp = await _send(ctx, provider, url, headers, payload)
     try:
-        async with ctx.session.post(url, data=data, headers=headers, timeout=ctx.timeout) as resp:
-            body = await resp.read()
-            if resp.status >= 300:
-                raise error_from_response(provider, resp.status, body, resp.headers)
-            return body, resp.headers
+        body = await resp.read()
     except TimeoutError:
         raise timeout_error(provider) from None
-    except aiohttp.ClientError as exc:
+    except TransportError as exc:
         raise _connection_error(provider, exc) from None
+    if resp.status >= 300:
+        raise error_from_response(provider, resp.status, body, resp.headers)
+    return body, resp.headers
 
 
 async def open_post(
     ctx: CallContext, provider: str, url: str, headers: Mapping[str, str], payload: Any
-) -> aiohttp.ClientResponse:
+) -> Response:
     """POST JSON and return the open 2xx response (for streams); the caller releases it."""
-    data = orjson.dumps(payload)
-    try:
-        resp = await ctx.session.post(url, data=data, headers=headers, timeout=ctx.timeout)
-    except TimeoutError:
-        raise timeout_error(provider) from None
-    except aiohttp.ClientError as exc:
-        raise _connection_error(provider, exc) from None
+    resp = await _send(ctx, provider, url, headers, payload)
     if resp.status >= 300:
         try:
             body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
+        except (TransportError, TimeoutError):
             body = b""
         finally:
             resp.release()
@@ -160,7 +177,7 @@ async def open_post(
     return resp
 
 
-async def iter_sse(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator[tuple[str, bytes]]:
+async def iter_sse(resp: Response, provider: str) -> AsyncIterator[tuple[str, bytes]]:
     """Yield (event, data) for each server-sent event; raise UpstreamError if the stream breaks.
 
     `event` is "" when the event has no `event:` line. Multi-line data is joined with newlines.
@@ -168,7 +185,7 @@ async def iter_sse(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator
     event = ""
     data: list[bytes] = []
     try:
-        async for raw in resp.content:
+        async for raw in resp.iter_lines():
             line = raw.rstrip(b"\r\n")
             if not line:
                 if data:
@@ -186,7 +203,7 @@ async def iter_sse(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator
                 event = value.decode("utf-8", "replace")
     except TimeoutError:
         raise timeout_error(provider) from None
-    except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a line over aiohttp's limit
+    except (TransportError, ValueError) as exc:  # ValueError: an absurdly long line
         raise UpstreamError(
             502,
             f"the stream from provider {provider!r} broke: {type(exc).__name__}",

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import orjson
 
 from keel.config import ConfigError, ProviderConfig
 from keel.providers.base import CallContext, ChatResult, EmbeddingResult, UpstreamError, Usage
+from keel.providers.client import Response, TransportError
 from keel.providers.http import DONE_FRAME, iter_sse, open_post, post_json
 from keel.providers.registry import ProviderRegistry
 
@@ -125,9 +125,7 @@ class OpenAIStream:
     what the client gets. The usage-only chunk is held back unless the client asked for it.
     """
 
-    def __init__(
-        self, provider: str, resp: aiohttp.ClientResponse, show_usage: bool, secret: str | None
-    ) -> None:
+    def __init__(self, provider: str, resp: Response, show_usage: bool, secret: str | None) -> None:
         self.usage: Usage | None = None
         self.served_model: str | None = None
         self._parts: list[str] = []
@@ -197,7 +195,7 @@ class OpenAIStream:
             ) from None
         except UpstreamError as exc:
             raise await self._fail(exc) from None
-        except ValueError:  # aiohttp's line reader refuses a line longer than its buffer
+        except ValueError:  # the line reader refuses an absurdly long line
             raise await self._fail(
                 UpstreamError(502, f"provider {self._provider!r} sent an oversized stream line")
             ) from None
@@ -245,13 +243,13 @@ class OpenAIStream:
             await close()
 
 
-async def _json_instead_of_stream(provider: str, resp: aiohttp.ClientResponse) -> UpstreamError:
+async def _json_instead_of_stream(provider: str, resp: Response) -> UpstreamError:
     """A 200 JSON answer to a stream request: usually an error object, never a stream."""
     try:
         _load_object(provider, await resp.read(), "")
     except UpstreamError as exc:
         return exc
-    except (aiohttp.ClientError, TimeoutError):
+    except (TransportError, TimeoutError):
         pass  # unreadable: the answer below says enough
     finally:
         resp.release()

@@ -6,6 +6,7 @@ applies the Alembic migrations under `storage/migrations` so every caller sees t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from keel.storage.urls import async_url, dialect_of, redact_url
@@ -26,6 +28,7 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 # Any fixed 64-bit number: every Keel process migrating the same PostgreSQL takes this lock,
 # so two processes starting together apply the migrations once, one after the other.
 _MIGRATION_LOCK_KEY = 0x6B65656C_6D696772
+_SQLITE_LOCK_RETRIES = 5
 
 
 class Database:
@@ -56,9 +59,20 @@ class Database:
 
     async def migrate(self) -> None:
         """Apply the migrations to head; safe when several processes open the database at once."""
-        async with self.engine.begin() as conn:
-            await _lock_for_migration(conn, self.dialect)
-            await conn.run_sync(_upgrade_to_head)
+        for attempt in range(_SQLITE_LOCK_RETRIES):
+            try:
+                async with self.engine.begin() as conn:
+                    await _lock_for_migration(conn, self.dialect)
+                    await conn.run_sync(_upgrade_to_head)
+                return
+            except OperationalError as exc:
+                # Two SQLite connections that both start before the file is in WAL mode can
+                # block each other (one holds the write lock, the other a read lock while it
+                # switches the journal); SQLite then gives up on one of them. Try it again.
+                locked = self.dialect == "sqlite" and "locked" in str(exc.orig)
+                if not locked or attempt == _SQLITE_LOCK_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     async def ping(self) -> bool:
         """True when a round trip to the database succeeds."""
@@ -86,7 +100,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # background writer commits, so no request waits for it. busy_timeout rides out lock waits.
     cursor = dbapi_connection.cursor()
     for pragma in (
-        "busy_timeout=5000",  # first, so that switching to WAL also waits out a lock
+        "busy_timeout=5000",  # first, so that switching to WAL waits out a lock too
         "journal_mode=WAL",
         "synchronous=FULL",
         "foreign_keys=ON",
