@@ -43,6 +43,17 @@ def test_every_route_is_documented() -> None:
         "GET /api/v1/keys/{id}",
         "POST /api/v1/keys/{id}/revoke",
         "DELETE /api/v1/keys/{id}",
+        "GET /api/v1/prompts",
+        "POST /api/v1/prompts",
+        "GET /api/v1/prompts/{name}",
+        "GET /api/v1/prompts/{name}/versions/{version}",
+        "GET /api/v1/prompts/{name}/resolve",
+        "GET /api/v1/prompts/{name}/diff",
+        "PUT /api/v1/prompts/{name}/labels/{label}",
+        "POST /api/v1/prompts/{name}/labels/{label}/rollback",
+        "GET /api/v1/prompts/{name}/history",
+        "POST /api/v1/prompts/render",
+        "GET /api/v1/events",
     ]
     assert [r for r in routes if f"`{r}`" not in api_doc] == []
 

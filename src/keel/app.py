@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from keel import __version__
@@ -20,24 +20,9 @@ from keel.api.app import bind_runtime, build_api
 from keel.gateway.asgi import Receive, Scope, Send, send_error
 from keel.gateway.errors import GatewayError
 from keel.runtime import Runtime
+from keel.ui import ui_routes
 
 __all__ = ["KeelApp", "build_app"]
-
-_CSP = (
-    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-_HOME = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Keel</title>
-<style>body{font:15px system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem}
-code{background:#f3f3f3;padding:.1rem .3rem}</style></head>
-<body><h1>Keel is running</h1>
-<p>Point any OpenAI client at <code>/v1</code> (try model <code>mock/echo</code>).</p>
-<ul><li><a href="/api/v1/requests">recent requests (JSON)</a></li>
-<li><a href="/api/v1/openapi.json">management API (OpenAPI)</a></li>
-<li><a href="/metrics">Prometheus metrics</a></li><li><a href="/healthz">health</a></li></ul>
-</body></html>"""
 
 
 class KeelApp:
@@ -88,11 +73,6 @@ def build_app(runtime: Runtime) -> KeelApp:
             runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    async def home(request: Request) -> Response:
-        return HTMLResponse(
-            _HOME, headers={"content-security-policy": _CSP, "x-content-type-options": "nosniff"}
-        )
-
     async def not_found(request: Request, exc: Exception) -> Response:
         return JSONResponse(
             {
@@ -119,8 +99,8 @@ def build_app(runtime: Runtime) -> KeelApp:
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", metrics),
-            Route("/", home),
             Mount("/api/v1", app=api),
+            *ui_routes(runtime),
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found},

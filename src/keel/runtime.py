@@ -14,6 +14,7 @@ from keel.gateway.models import ModelRouter
 from keel.gateway.recorder import Recorder
 from keel.keys.auth import Authenticator
 from keel.metrics import Metrics
+from keel.prompts.service import PromptService
 from keel.providers.base import Provider
 from keel.providers.client import Timeouts, UpstreamClient
 from keel.providers.registry import load_registry
@@ -46,6 +47,7 @@ class Runtime:
         self.pipeline: RecordPipeline | None = None
         self.authenticator: Authenticator | None = None
         self.gateway: Gateway | None = None
+        self.prompts: PromptService | None = None
         self._client: UpstreamClient | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -53,6 +55,7 @@ class Runtime:
         s = self.settings
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         self.db = await Database.open(s.resolved_database_url)
+        self.prompts = PromptService(self.db)
         self.pipeline = RecordPipeline(
             s.data_dir,
             self.db,
@@ -89,7 +92,13 @@ class Runtime:
             durable=s.wal_fsync == "always",
         )
         self.gateway = Gateway(
-            self.router, recorder, self.authenticator, self._client, timeout, s.max_request_bytes
+            self.router,
+            recorder,
+            self.authenticator,
+            self._client,
+            timeout,
+            s.max_request_bytes,
+            prompts=self.prompts,
         )
 
     async def _refresh_keys(self) -> None:

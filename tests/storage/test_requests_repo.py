@@ -49,6 +49,8 @@ def _expected(n: int = 0, **overrides: Any) -> dict[str, Any]:
         "tags": ["a", "b"],
         "stream": False,
         "key_id": None,
+        "prompt_name": None,
+        "prompt_version": None,
         "final": True,
         "interrupted": False,
     }

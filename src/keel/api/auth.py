@@ -1,7 +1,8 @@
 """Admin access to the management API (`/api/v1`) and its OpenAI-shaped errors.
 
-`require_admin` is the dependency every management route uses: the admin key passes, and so
-does anyone in open mode (no admin key configured); a virtual key gets 403.
+`require_admin` is the dependency most management routes use: the admin key passes, and so
+does anyone in open mode (no admin key configured); a virtual key gets 403. `require_principal`
+lets virtual keys in too, for routes an application may call with its own key (prompts).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from keel.keys.auth import Authenticator, AuthError, Principal
 
-__all__ = ["ApiError", "api_error_handler", "require_admin"]
+__all__ = ["ApiError", "api_error_handler", "require_admin", "require_principal"]
 
 _TYPES = {
     401: "authentication_error",
@@ -51,13 +52,18 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def require_admin(request: Request) -> Principal:
-    """The caller of a management route: the admin, or anyone in open mode."""
+async def require_principal(request: Request) -> Principal:
+    """Any authenticated caller: the admin, a virtual key, or anyone in open mode."""
     authenticator: Authenticator = request.app.state.authenticator
     try:
-        principal = await authenticator.authenticate(request.headers.get("authorization"))
+        return await authenticator.authenticate(request.headers.get("authorization"))
     except AuthError as exc:
         raise ApiError(exc.status, exc.message) from None
+
+
+async def require_admin(request: Request) -> Principal:
+    """The caller of a management route: the admin, or anyone in open mode."""
+    principal = await require_principal(request)
     if principal.kind == "key":
         raise ApiError(403, "this route needs the admin key")
     return principal

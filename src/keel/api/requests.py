@@ -58,6 +58,8 @@ async def list_requests(
     until: str | None = Query(None, description="unix seconds or ISO 8601"),
     limit: int = Query(50, ge=1, le=1000),
     cursor: str | None = None,
+    prompt: str | None = Query(None, description="the registry prompt the request used"),
+    prompt_version: int | None = None,
 ) -> dict[str, Any]:
     try:
         items, next_cursor = await requests_repo.list_requests(
@@ -71,6 +73,8 @@ async def list_requests(
             until=_timestamp(until, "until"),
             limit=limit,
             cursor=cursor,
+            prompt=prompt,
+            prompt_version=prompt_version,
         )
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None

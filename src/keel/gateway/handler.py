@@ -26,6 +26,7 @@ from keel.gateway.asgi import (
 from keel.gateway.errors import GatewayError
 from keel.gateway.metadata import TraceContext, parse_meta, parse_traceparent
 from keel.gateway.models import ModelRouter, Target
+from keel.gateway.prompting import PromptResolver, apply_prompt
 from keel.gateway.recorder import Recorder
 from keel.gateway.streaming import SSE_HEADERS, relay
 from keel.keys.auth import Authenticator, AuthError, Principal, authorize_model
@@ -101,6 +102,7 @@ class Gateway:
         session: UpstreamClient,
         timeout: Timeouts,
         max_request_bytes: int,
+        prompts: PromptResolver | None = None,
     ) -> None:
         self.router = router
         self.recorder = recorder
@@ -108,6 +110,7 @@ class Gateway:
         self.session = session
         self.timeout = timeout
         self.max_request_bytes = max_request_bytes
+        self.prompts = prompts
 
     # -- shared steps -------------------------------------------------------------------------
 
@@ -222,6 +225,12 @@ class Gateway:
 
     async def _chat(self, send: Send, receive: Receive, call: Call) -> None:
         body, record, started, raw = call.body, call.record, call.started, call.raw
+        if self.prompts is not None:
+            used = await apply_prompt(self.prompts, body)
+            if used is not None:
+                record.prompt_name, record.prompt_version = used.prompt, used.version
+                record.model = body["model"] if isinstance(body.get("model"), str) else None
+                record.stream = body.get("stream") is True
         model = _require_model(body)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:

@@ -8,6 +8,9 @@ this process has not cached.
 
 The decision depends only on the Authorization value: never on the Host header or the client's
 address. Error messages never contain the presented key.
+
+A UI token (`keys.ui_tokens`, minted by the web UI after an admin login) is accepted as the admin
+acting through the UI: an admin principal named "ui".
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keel.keys import store, tokens
+from keel.keys import store, tokens, ui_tokens
 from keel.keys.store import KeyRow
 
 __all__ = ["AuthError", "Authenticator", "Principal", "authorize_model"]
@@ -32,6 +35,7 @@ INVALID_KEY = "invalid API key"
 MALFORMED_HEADER = "malformed Authorization header: send Authorization: Bearer <key>"
 REVOKED_KEY = "this API key was revoked"
 EXPIRED_KEY = "this API key expired"
+INVALID_UI_TOKEN = "invalid or expired UI token: reload the page or log in again"  # noqa: S105
 
 
 class AuthError(Exception):
@@ -56,6 +60,7 @@ class Principal:
 
 ADMIN = Principal(kind="admin", name="admin")
 OPEN = Principal(kind="open")
+UI = Principal(kind="admin", name="ui")
 
 
 def authorize_model(principal: Principal, model: str) -> None:
@@ -121,6 +126,7 @@ class Authenticator:
     ) -> None:
         self._engine = engine
         self._admin = admin_key.encode("utf-8") if admin_key else None
+        self._ui_secret = ui_tokens.derive_secret(admin_key, "api") if admin_key else None
         self._clock = clock
         self._keys: dict[str, KeyRow] = {}
         self._negative = _NegativeCache(negative_max, negative_ttl)
@@ -166,6 +172,10 @@ class Authenticator:
             raise AuthError(401, MISSING_KEY)
         if self._admin is not None and hmac.compare_digest(credential.encode("utf-8"), self._admin):
             return ADMIN
+        if self._ui_secret is not None and ui_tokens.looks_like(credential):
+            if ui_tokens.verify(self._ui_secret, credential, now=self._clock()):
+                return UI
+            raise AuthError(401, INVALID_UI_TOKEN)
         parsed = tokens.parse(credential)
         if parsed is None:
             # open mode: SDKs insist on some api_key, so a foreign one is simply ignored

@@ -54,6 +54,8 @@ class RequestRecord:
     tags: list[str] = field(default_factory=list)
     stream: bool = False
     key_id: str | None = None
+    prompt_name: str | None = None  # the registry prompt the request referenced, if any
+    prompt_version: int | None = None
     # False for the stub written when a stream starts; the final record replaces it. A stub that
     # is never replaced (Keel was killed mid-stream) stays as the record of an interrupted call.
     final: bool = True

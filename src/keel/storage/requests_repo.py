@@ -117,6 +117,8 @@ async def list_requests(
     until: float | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    prompt: str | None = None,
+    prompt_version: int | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Records newest first, and the cursor of the next page (None on the last page).
 
@@ -127,6 +129,10 @@ async def list_requests(
         raise ValueError(f"limit must be at least 1, got {limit}")
     limit = min(limit, MAX_LIMIT)
     conditions = _filters(model, customer, pipeline, provider, status, since, until)
+    if prompt is not None:
+        conditions.append(requests.c.prompt_name == prompt)
+    if prompt_version is not None:
+        conditions.append(requests.c.prompt_version == prompt_version)
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         conditions.append(

@@ -7,15 +7,27 @@ from sqlalchemy import (
     Boolean,
     Column,
     Double,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
-__all__ = ["keys", "metadata", "request_payloads", "requests"]
+__all__ = [
+    "events",
+    "keys",
+    "metadata",
+    "prompt_label_moves",
+    "prompt_labels",
+    "prompt_versions",
+    "prompts",
+    "request_payloads",
+    "requests",
+]
 
 metadata = MetaData()
 
@@ -50,11 +62,14 @@ requests = Table(
     Column("stream", Boolean, nullable=False),
     Column("key_id", String(32)),
     Column("final", Boolean, nullable=False),
+    Column("prompt_name", String(256)),  # the prompt the gateway rendered, if any
+    Column("prompt_version", Integer),
     Index("ix_requests_created_at", "created_at"),
     Index("ix_requests_model_created", "model", "created_at"),
     Index("ix_requests_customer_created", "customer", "created_at"),
     Index("ix_requests_pipeline_created", "pipeline", "created_at"),
     Index("ix_requests_trace_id", "trace_id"),
+    Index("ix_requests_prompt_created", "prompt_name", "prompt_version", "created_at"),
 )
 
 request_payloads = Table(
@@ -79,4 +94,93 @@ keys = Table(
     Column("revoked_at", Double),
     Column("allowed_models", JSON),
     Column("metadata", JSON),
+)
+
+prompts = Table(
+    "prompts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("description", Text),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("name", name="uq_prompts_name"),
+)
+
+# Immutable: a row is written once by a push and never updated.
+prompt_versions = Table(
+    "prompt_versions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "prompt_id",
+        String(32),
+        ForeignKey("prompts.id", name="fk_prompt_versions_prompt"),
+        nullable=False,
+    ),
+    Column("version", Integer, nullable=False),  # 1, 2, 3... per prompt
+    Column("content_hash", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # "chat" | "text"
+    Column("template", Text),
+    Column("messages", JSON),
+    Column("variables", JSON),  # a list of names or a JSON schema
+    Column("config", JSON, nullable=False),
+    Column("description", Text),
+    Column("message", Text),
+    Column("author", String(256), nullable=False),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("prompt_id", "version", name="uq_prompt_versions_version"),
+    UniqueConstraint("prompt_id", "content_hash", name="uq_prompt_versions_hash"),
+)
+
+prompt_labels = Table(
+    "prompt_labels",
+    metadata,
+    Column(
+        "prompt_id",
+        String(32),
+        ForeignKey("prompts.id", name="fk_prompt_labels_prompt"),
+        primary_key=True,
+    ),
+    Column("label", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("protected", Boolean, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+)
+
+prompt_label_moves = Table(
+    "prompt_label_moves",
+    metadata,
+    # An integer in insertion order: rollback needs "the latest move" even within one clock tick.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "prompt_id",
+        String(32),
+        ForeignKey("prompts.id", name="fk_prompt_label_moves_prompt"),
+        nullable=False,
+    ),
+    Column("label", String(64), nullable=False),
+    Column("from_version", Integer),
+    Column("to_version", Integer, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("at", Double, nullable=False),
+    Column("action", String(16), nullable=False),  # "promote" | "rollback"
+    Index("ix_prompt_label_moves_label", "prompt_id", "label", "id"),
+)
+
+# Append-only: nothing updates or deletes a row. `prev_hash` and `hash` are for the governance
+# work, which will chain the events; they stay empty until then.
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(32), primary_key=True),  # time-ordered (keel.records.model.new_id)
+    Column("at", Double, nullable=False),
+    Column("kind", String(64), nullable=False),  # "prompt.version_created", "prompt.label_moved"
+    Column("actor", String(256), nullable=False),
+    Column("subject", String(256), nullable=False),  # "prompt:summarize"
+    Column("data", JSON, nullable=False),
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
+    Index("ix_events_at", "at", "id"),
 )
