@@ -14,9 +14,21 @@ from typing import Any
 
 import yaml
 
+from keel.config_models import (
+    STRATEGIES,
+    ConfigError,
+    DeprecationConfig,
+    ModelConfig,
+    ModelTarget,
+    parse_deprecations,
+    parse_models,
+)
+
 __all__ = [
     "SETTINGS",
+    "STRATEGIES",
     "ConfigError",
+    "DeprecationConfig",
     "ModelConfig",
     "ModelTarget",
     "ProviderConfig",
@@ -25,10 +37,6 @@ __all__ = [
     "load_settings",
     "resolve_secret",
 ]
-
-
-class ConfigError(ValueError):
-    """A setting or config file that Keel cannot use; the message says which and why."""
 
 
 def _bool(value: Any) -> bool:
@@ -47,6 +55,18 @@ def _str_or_none(value: Any) -> str | None:
         return None
     text = str(value)
     return text or None
+
+
+def _at_least(minimum: float, kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A parser of `kind` that refuses values below `minimum`."""
+
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +201,59 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         "Longest a provider call may take in all.",
     ),
+    Setting(
+        "request_deadline_s",
+        "KEEL_REQUEST_DEADLINE_S",
+        120.0,
+        _at_least(0.001, float),
+        "One total deadline per request across all its retries and fallbacks; past it the "
+        "client gets 504.",
+    ),
+    Setting(
+        "retry_max_attempts",
+        "KEEL_RETRY_MAX_ATTEMPTS",
+        2,
+        _at_least(1, int),
+        "Attempts per target (the first call included) on a retryable failure (429, 5xx, "
+        "connection error) before moving to the next target.",
+    ),
+    Setting(
+        "retry_backoff_base_ms",
+        "KEEL_RETRY_BACKOFF_BASE_MS",
+        200,
+        _at_least(0, int),
+        "Base of the exponential backoff between retries of a target, with full jitter; an "
+        "upstream's `Retry-After` replaces it.",
+    ),
+    Setting(
+        "retry_backoff_max_ms",
+        "KEEL_RETRY_BACKOFF_MAX_MS",
+        5000,
+        _at_least(0, int),
+        "Cap of one backoff wait (before jitter).",
+    ),
+    Setting(
+        "breaker_failure_threshold",
+        "KEEL_BREAKER_FAILURE_THRESHOLD",
+        5,
+        _at_least(1, int),
+        "Retryable failures of one target within `breaker_window_s` that open its circuit "
+        "breaker (the target is then skipped).",
+    ),
+    Setting(
+        "breaker_window_s",
+        "KEEL_BREAKER_WINDOW_S",
+        30.0,
+        _at_least(0.001, float),
+        "Window in which a target's failures are counted for its circuit breaker.",
+    ),
+    Setting(
+        "breaker_cooldown_s",
+        "KEEL_BREAKER_COOLDOWN_S",
+        30.0,
+        _at_least(0.001, float),
+        "How long an open circuit breaker skips its target before one probe request may try it.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -209,20 +282,6 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelTarget:
-    provider: str
-    model: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """A public model name and the provider models that serve it."""
-
-    name: str
-    targets: tuple[ModelTarget, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 4000
@@ -244,8 +303,16 @@ class Settings:
     upstream_connect_timeout_s: float = 10.0
     upstream_read_timeout_s: float = 120.0
     upstream_total_timeout_s: float = 600.0
+    request_deadline_s: float = 120.0
+    retry_max_attempts: int = 2
+    retry_backoff_base_ms: int = 200
+    retry_backoff_max_ms: int = 5000
+    breaker_failure_threshold: int = 5
+    breaker_window_s: float = 30.0
+    breaker_cooldown_s: float = 30.0
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
+    deprecations: tuple[DeprecationConfig, ...] = ()
     # model name -> price override in USD per million tokens:
     # {input, output, cached_input, cache_write, reasoning}
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -280,24 +347,6 @@ def _parse_providers(raw: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, 
                 options=rest,
             )
         )
-    return tuple(out)
-
-
-def _parse_models(raw: Any) -> tuple[ModelConfig, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError("`models` must be a list of {name, targets}")
-    out = []
-    for item in raw:
-        if not isinstance(item, Mapping) or "name" not in item or not item.get("targets"):
-            raise ConfigError(f"each model needs a `name` and a list of `targets`: {item!r}")
-        targets = []
-        for t in item["targets"]:
-            if not isinstance(t, Mapping) or "provider" not in t or "model" not in t:
-                raise ConfigError(f"model {item['name']!r}: a target needs `provider` and `model`")
-            targets.append(ModelTarget(provider=str(t["provider"]), model=str(t["model"])))
-        out.append(ModelConfig(name=str(item["name"]), targets=tuple(targets)))
     return tuple(out)
 
 
@@ -336,7 +385,7 @@ def load_settings(
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {config_path} must hold a mapping")
         file_values = dict(loaded)
-    known = set(_BY_NAME) | {"providers", "models", "prices"}
+    known = set(_BY_NAME) | {"providers", "models", "prices", "deprecations"}
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
@@ -362,6 +411,7 @@ def load_settings(
     return Settings(
         **values,
         providers=_parse_providers(file_values.get("providers"), environ),
-        models=_parse_models(file_values.get("models")),
+        models=parse_models(file_values.get("models")),
         prices=_parse_prices(file_values.get("prices")),
+        deprecations=parse_deprecations(file_values.get("deprecations")),
     )

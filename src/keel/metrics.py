@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+CircuitStates = Callable[[], Iterable[tuple[str, str, float]]]
+
+
+class _CircuitCollector(Collector):
+    """`keel_circuit_state{provider, model}`, read from the breaker board at scrape time (a
+    breaker turns half-open by the clock, with no event to set a gauge on)."""
+
+    def __init__(self) -> None:
+        self.states: CircuitStates = tuple
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "keel_circuit_state",
+            "Circuit breaker per target: 0 closed, 1 half-open, 2 open.",
+            labels=("provider", "model"),
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for provider, model, value in self.states():
+            family.add_metric((provider, model), value)
+        yield family
 
 
 class Metrics:
@@ -66,6 +95,14 @@ class Metrics:
         self.database_up = Gauge(
             "keel_database_up", "1 when the record writer reaches the database.", registry=r
         )
+        self.deprecated_requests = Counter(
+            "keel_deprecated_model_requests",
+            "Requests that named a model in the deprecation table.",
+            ("model",),
+            registry=r,
+        )
+        self._circuits = _CircuitCollector()
+        r.register(self._circuits)
 
     def bind_pipeline(
         self,
@@ -78,6 +115,13 @@ class Metrics:
         self.records_written.set_function(written)
         self.records_lost.set_function(lost)
         self.database_up.set_function(db_up)
+
+    def bind_breakers(self, states: CircuitStates) -> None:
+        """Read `keel_circuit_state` from `states()` (BreakerBoard.gauge) at each scrape."""
+        self._circuits.states = states
+
+    def count_deprecated(self, model: str) -> None:
+        self.deprecated_requests.labels(model).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,8 @@
-"""Model resolution: a public model name (or `provider/model`) to the targets that serve it."""
+"""Model resolution: a public model name (or `provider/model`) to the targets that serve it.
+
+`resolve` gives the targets as configured; `route` adds the model's strategy and fallbacks, which
+`keel.gateway.routing` turns into an ordered plan.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from keel.config import ModelConfig
 from keel.gateway.errors import GatewayError
 from keel.providers.base import Provider
 
-__all__ = ["ModelRouter", "Target"]
+__all__ = ["ModelRoute", "ModelRouter", "Target"]
 
 # Models the built-in mock provider answers, listed so a newcomer sees them in GET /v1/models.
 _MOCK_MODELS = ("echo", "embed", "fail")
@@ -21,16 +25,33 @@ _MOCK_MODELS = ("echo", "embed", "fail")
 class Target:
     provider: Provider
     model: str  # the provider's own model name
+    weight: float = 1.0  # share of first picks under the `weighted` strategy
+    timeout_s: float | None = None  # bound of one call to this target; None: the deadline's
 
     @property
     def provider_name(self) -> str:
         return self.provider.config.name
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(provider name, model): what breakers and latency averages are kept by."""
+        return (self.provider.config.name, self.model)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """A public model's targets, the strategy that orders them, and its fallback models."""
+
+    name: str
+    targets: tuple[Target, ...]
+    strategy: str = "priority"
+    fallbacks: tuple[str, ...] = ()
+
 
 class ModelRouter:
     def __init__(self, providers: Mapping[str, Provider], models: tuple[ModelConfig, ...]) -> None:
         self._providers = dict(providers)
-        self._public: dict[str, tuple[Target, ...]] = {}
+        self._public: dict[str, ModelRoute] = {}
         for m in models:
             targets = []
             for t in m.targets:
@@ -38,12 +59,22 @@ class ModelRouter:
                     raise GatewayError(
                         500, f"model {m.name!r} names unknown provider {t.provider!r}"
                     )
-                targets.append(Target(self._providers[t.provider], t.model))
-            self._public[m.name] = tuple(targets)
-        self._cache: dict[str, tuple[Target, ...]] = {}
+                provider = self._providers[t.provider]
+                targets.append(Target(provider, t.model, t.weight, t.timeout_s))
+            self._public[m.name] = ModelRoute(m.name, tuple(targets), m.strategy, m.fallbacks)
+        self._cache: dict[str, ModelRoute] = {}
+
+    @property
+    def configured(self) -> tuple[ModelRoute, ...]:
+        """The routes of the config's `models:`, in order."""
+        return tuple(self._public.values())
 
     def resolve(self, name: str) -> tuple[Target, ...]:
-        """The targets for `name`, in order; GatewayError 404 when nothing serves it."""
+        """The targets for `name`, as configured; GatewayError 404 when nothing serves it."""
+        return self.route(name).targets
+
+    def route(self, name: str) -> ModelRoute:
+        """The route for `name`; `provider/model` is one target, no fallbacks. 404 if unknown."""
         found = self._public.get(name) or self._cache.get(name)
         if found:
             return found
@@ -58,10 +89,10 @@ class ModelRouter:
                 code="model_not_found",
                 param="model",
             )
-        targets = (Target(provider, model),)
+        route = ModelRoute(name, (Target(provider, model),))
         if len(self._cache) < 10_000:  # bounded: names come from clients
-            self._cache[name] = targets
-        return targets
+            self._cache[name] = route
+        return route
 
     def list_models(self) -> list[dict[str, Any]]:
         created = int(time.time())

@@ -1,0 +1,39 @@
+"""Rate limits and budgets, global across replicas when their state lives in Redis.
+
+`RateLimiter` counts requests and tokens per minute for any (scope, id); `BudgetLedger`
+reserves worst-case cost on a chain of budgets before a call and settles the actual cost after.
+Both keep their counters in a `SharedState`: `MemoryState` for one process, `RedisState` for
+replicas. See docs/limits.md.
+"""
+
+from keel.limits.budgets import (
+    BudgetExceeded,
+    BudgetLedger,
+    BudgetSpec,
+    Notice,
+    Period,
+    Reservation,
+    Settlement,
+    worst_case_cost,
+)
+from keel.limits.ratelimit import Decision, LimitError, LimitSpec, RateLimiter
+from keel.limits.state import MemoryState, RedisState, SharedState, StateUnavailable
+
+__all__ = [
+    "BudgetExceeded",
+    "BudgetLedger",
+    "BudgetSpec",
+    "Decision",
+    "LimitError",
+    "LimitSpec",
+    "MemoryState",
+    "Notice",
+    "Period",
+    "RateLimiter",
+    "RedisState",
+    "Reservation",
+    "Settlement",
+    "SharedState",
+    "StateUnavailable",
+    "worst_case_cost",
+]
