@@ -9,7 +9,7 @@ client gives no max_tokens because Anthropic requires one). The body translation
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -31,7 +31,6 @@ from keel.providers.base import (
     UpstreamError,
     Usage,
 )
-from keel.providers.client import Response
 from keel.providers.http import (
     DONE_FRAME,
     error_from_response,
@@ -41,6 +40,7 @@ from keel.providers.http import (
     sse_frame,
 )
 from keel.providers.registry import ProviderRegistry
+from keel.providers.translated import TranslatedStream, close_events
 
 __all__ = ["AnthropicProvider", "register"]
 
@@ -109,13 +109,18 @@ class _StreamTranslator:
         # ping, content_block_stop and event types added later carry nothing for the client
         return []
 
-    def end(self) -> None:
-        if not self.finished:
-            raise UpstreamError(
-                502,
-                f"the stream from provider {self.provider!r} ended before message_stop",
-                type="upstream_stream_error",
-            )
+    @property
+    def done(self) -> bool:
+        return self.finished
+
+    def finish(self) -> list[bytes]:
+        if self.finished:
+            return []
+        raise UpstreamError(
+            502,
+            f"the stream from provider {self.provider!r} ended before message_stop",
+            type="upstream_stream_error",
+        )
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -198,56 +203,6 @@ class _StreamTranslator:
         return frames
 
 
-class _AnthropicStream:
-    """An open Messages stream, already past its first event."""
-
-    def __init__(
-        self,
-        resp: Response,
-        events: AsyncIterator[tuple[str, bytes]],
-        translator: _StreamTranslator,
-        pending: list[bytes],
-    ) -> None:
-        self._resp = resp
-        self._events = events
-        self._translator = translator
-        self._pending = pending
-        self.usage: Usage | None = translator.usage
-        self.served_model: str | None = translator.model
-        self.output_text = ""
-        self._frames = self._run()
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._frames
-
-    async def _run(self) -> AsyncGenerator[bytes, None]:
-        try:
-            for frame in self._pending:
-                yield frame
-            async for _event, data in self._events:
-                frames = self._translator.feed(data)
-                self._sync()
-                for frame in frames:
-                    yield frame
-                if self._translator.finished:
-                    return
-            self._translator.end()
-        finally:
-            self._sync()
-            await _close(self._events)
-            self._resp.release()
-
-    def _sync(self) -> None:
-        self.usage = self._translator.usage
-        self.served_model = self._translator.model
-        self.output_text = "".join(self._translator.texts)
-
-    async def aclose(self) -> None:
-        await self._frames.aclose()
-        await _close(self._events)
-        self._resp.release()
-
-
 class AnthropicProvider:
     """One configured Anthropic account."""
 
@@ -294,10 +249,10 @@ class AnthropicProvider:
         try:
             pending = await _first_frames(events, translator)
         except BaseException:
-            await _close(events)
+            await close_events(events)
             resp.release()
             raise
-        return _AnthropicStream(resp, events, translator, pending)
+        return TranslatedStream(resp, events, translator, pending)
 
     async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> EmbeddingResult:
         raise UpstreamError(
@@ -316,15 +271,7 @@ async def _first_frames(
         frames = translator.feed(data)
         if frames or translator.finished:
             return frames
-    translator.end()
-    return []
-
-
-async def _close(events: AsyncIterator[tuple[str, bytes]]) -> None:
-    # iter_sse is an async generator; closing it now beats leaving it to the garbage collector
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    return translator.finish()
 
 
 def register(registry: ProviderRegistry) -> None:

@@ -13,7 +13,7 @@ import base64
 import struct
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -28,7 +28,6 @@ from keel.providers.base import (
     UpstreamError,
     Usage,
 )
-from keel.providers.client import Response
 from keel.providers.gemini_translate import (
     ToolCallIds,
     blocked_error,
@@ -47,6 +46,7 @@ from keel.providers.http import (
     sse_frame,
 )
 from keel.providers.registry import ProviderRegistry
+from keel.providers.translated import TranslatedStream, close_events
 
 __all__ = ["GeminiProvider", "register"]
 
@@ -138,6 +138,10 @@ class _StreamTranslator:
             frames.extend(self._candidate(int(candidate.get("index", position)), candidate))
         return frames
 
+    @property
+    def done(self) -> bool:
+        return False  # Gemini has no end-of-message event: read until the stream closes
+
     def finish(self) -> list[bytes]:
         if not self._finished:
             raise UpstreamError(
@@ -184,55 +188,6 @@ class _StreamTranslator:
             finish = finish_reason(reason, index in self._calls)
             frames.append(self._chunk(index, {}, finish))
         return frames
-
-
-class _GeminiStream:
-    """An open streamGenerateContent response, already past its first chunk."""
-
-    def __init__(
-        self,
-        resp: Response,
-        events: AsyncIterator[tuple[str, bytes]],
-        translator: _StreamTranslator,
-        pending: list[bytes],
-    ) -> None:
-        self._resp = resp
-        self._events = events
-        self._translator = translator
-        self._pending = pending
-        self.usage: Usage | None = translator.usage
-        self.served_model: str | None = translator.model
-        self.output_text = ""
-        self._frames = self._run()
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._frames
-
-    async def _run(self) -> AsyncGenerator[bytes, None]:
-        try:
-            for frame in self._pending:
-                yield frame
-            async for _event, data in self._events:
-                frames = self._translator.feed(data)
-                self._sync()
-                for frame in frames:
-                    yield frame
-            for frame in self._translator.finish():
-                yield frame
-        finally:
-            self._sync()
-            await _close(self._events)
-            self._resp.release()
-
-    def _sync(self) -> None:
-        self.usage = self._translator.usage
-        self.served_model = self._translator.model
-        self.output_text = "".join(self._translator.texts)
-
-    async def aclose(self) -> None:
-        await self._frames.aclose()
-        await _close(self._events)
-        self._resp.release()
 
 
 class GeminiProvider:
@@ -284,10 +239,10 @@ class GeminiProvider:
         try:
             pending = await _first_frames(events, translator)
         except BaseException:
-            await _close(events)
+            await close_events(events)
             resp.release()
             raise
-        return _GeminiStream(resp, events, translator, pending)
+        return TranslatedStream(resp, events, translator, pending)
 
     async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> EmbeddingResult:
         texts = _embedding_inputs(body.get("input"))
@@ -351,13 +306,6 @@ async def _first_frames(
         if frames:
             return frames
     return translator.finish()
-
-
-async def _close(events: AsyncIterator[tuple[str, bytes]]) -> None:
-    # iter_sse is an async generator; closing it now beats leaving it to the garbage collector
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 def register(registry: ProviderRegistry) -> None:
