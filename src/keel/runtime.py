@@ -9,9 +9,12 @@ from pathlib import Path
 
 from keel.config import ProviderConfig, Settings
 from keel.costs.pricing import Pricer
+from keel.gateway.dispatch import Dispatch
 from keel.gateway.handler import Gateway
+from keel.gateway.lifecycle import Lifecycle
 from keel.gateway.models import ModelRouter
 from keel.gateway.recorder import Recorder
+from keel.gateway.routing import Router
 from keel.keys.auth import Authenticator
 from keel.metrics import Metrics
 from keel.prompts.service import PromptService
@@ -43,6 +46,9 @@ class Runtime:
         self.providers = build_providers(settings)
         self.router = ModelRouter(self.providers, settings.models)
         self.pricer = Pricer(settings.prices)
+        self.routing = Router.from_settings(settings, self.router, self.pricer)
+        self.lifecycle = Lifecycle(settings.deprecations, count=self.metrics.count_deprecated)
+        self.metrics.bind_breakers(self.routing.breakers.gauge)
         self.db: Database | None = None
         self.pipeline: RecordPipeline | None = None
         self.authenticator: Authenticator | None = None
@@ -98,6 +104,7 @@ class Runtime:
             self._client,
             timeout,
             s.max_request_bytes,
+            Dispatch(self.routing, self.lifecycle, s.request_deadline_s),
             prompts=self.prompts,
         )
 

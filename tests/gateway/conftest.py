@@ -40,6 +40,9 @@ def keel_config(upstream_url: str) -> dict[str, Any]:
         },
         "models": [{"name": "fast", "targets": [{"provider": "up", "model": "gpt-4o-mini"}]}],
         "upstream_read_timeout_s": 2,
+        # These tests inject one fault after another into the same target; a breaker that
+        # opened on them would hide the error mapping they check (tests/routing covers it).
+        "breaker_failure_threshold": 1000,
     }
 
 

@@ -196,18 +196,21 @@ def test_embeddings_and_model_list(client: openai.OpenAI) -> None:
     assert {"fast", "mock/echo"} <= ids
 
 
+# `times`: how often the fault must repeat to reach the client. Retryable faults are retried
+# once on the same target (settings retry_max_attempts: 2); the client's own mistakes, a refused
+# provider key and a hang are not.
 @pytest.mark.parametrize(
-    ("fault", "exception", "status"),
+    ("fault", "times", "exception", "status"),
     [
-        ("http_400", openai.BadRequestError, 400),
-        ("http_404", openai.NotFoundError, 404),
-        ("http_429", openai.RateLimitError, 429),
-        ("http_401", openai.InternalServerError, 502),
-        ("http_500", openai.InternalServerError, 502),
-        ("html_502", openai.InternalServerError, 502),
-        ("invalid_json", openai.InternalServerError, 502),
-        ("reset", openai.InternalServerError, 502),
-        ("hang", openai.InternalServerError, 504),
+        ("http_400", 1, openai.BadRequestError, 400),
+        ("http_404", 1, openai.NotFoundError, 404),
+        ("http_429", 2, openai.RateLimitError, 429),
+        ("http_401", 1, openai.InternalServerError, 502),
+        ("http_500", 2, openai.InternalServerError, 502),
+        ("html_502", 2, openai.InternalServerError, 502),
+        ("invalid_json", 2, openai.InternalServerError, 502),
+        ("reset", 2, openai.InternalServerError, 502),
+        ("hang", 1, openai.InternalServerError, 504),
     ],
 )
 def test_upstream_faults_raise_the_right_sdk_exception(
@@ -215,10 +218,11 @@ def test_upstream_faults_raise_the_right_sdk_exception(
     fake_upstream: tuple[FakeOpenAI, str],
     keel: KeelProcess,
     fault: str,
+    times: int,
     exception: type[openai.APIStatusError],
     status: int,
 ) -> None:
-    fake_upstream[0].fail_next(fault)
+    fake_upstream[0].fail_next(fault, times)
     with pytest.raises(exception) as caught:
         client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == status
@@ -232,7 +236,7 @@ def test_upstream_faults_raise_the_right_sdk_exception(
 def test_streaming_fault_before_first_byte_is_a_real_http_error(
     client: openai.OpenAI, fake_upstream: tuple[FakeOpenAI, str]
 ) -> None:
-    fake_upstream[0].fail_next("stream_error_first")
+    fake_upstream[0].fail_next("stream_error_first", 2)  # retried once before the first byte
     with pytest.raises(openai.APIStatusError) as caught:
         list(
             client.chat.completions.create(

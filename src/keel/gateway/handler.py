@@ -7,9 +7,10 @@ before the status line is sent, so a call whose answer started is never lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from keel.gateway.asgi import (
     send_error,
     send_json,
 )
+from keel.gateway.dispatch import Dispatch
 from keel.gateway.errors import GatewayError
 from keel.gateway.metadata import TraceContext, parse_meta, parse_traceparent
 from keel.gateway.models import ModelRouter, Target
@@ -30,7 +32,13 @@ from keel.gateway.prompting import PromptResolver, apply_prompt
 from keel.gateway.recorder import Recorder
 from keel.gateway.streaming import SSE_HEADERS, relay
 from keel.keys.auth import Authenticator, AuthError, Principal, authorize_model
-from keel.providers.base import CallContext, UpstreamError
+from keel.providers.base import (
+    CallContext,
+    ChatResult,
+    ChatStream,
+    EmbeddingResult,
+    UpstreamError,
+)
 from keel.providers.client import Timeouts, UpstreamClient
 from keel.records.model import RequestRecord
 from keel.records.pipeline import LogFullError
@@ -76,6 +84,7 @@ class Call:
     raw: bytes
     body: dict[str, Any]
     started: float
+    headers_out: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def _usd(value: float) -> bytes:
@@ -102,8 +111,10 @@ class Gateway:
         session: UpstreamClient,
         timeout: Timeouts,
         max_request_bytes: int,
+        dispatch: Dispatch,
         prompts: PromptResolver | None = None,
     ) -> None:
+        self.dispatch = dispatch
         self.router = router
         self.recorder = recorder
         self.auth = authenticator
@@ -131,16 +142,19 @@ class Gateway:
             client_headers=headers,
         )
 
-    def _target(self, principal: Principal, model: str, record: RequestRecord) -> Target:
-        targets = self.router.resolve(model)
+    def _plan(self, call: Call, model: str) -> list[Target]:
+        """The targets for the requested model, if the caller's key may use it."""
         try:
-            authorize_model(principal, model)
+            authorize_model(call.principal, model)
         except AuthError as exc:
             raise GatewayError(exc.status, exc.message, code="model_not_allowed") from None
-        target = targets[0]
-        record.provider = target.provider_name
-        record.provider_model = target.model
-        return target
+        return self.dispatch.plan(model, call.record, call.headers_out)
+
+    def _bounded(self, ctx: CallContext, timeout_s: float) -> CallContext:
+        """`ctx` with its total timeout cut to what routing allows this attempt."""
+        if timeout_s >= ctx.timeout.total:
+            return ctx
+        return dataclasses.replace(ctx, timeout=dataclasses.replace(ctx.timeout, total=timeout_s))
 
     async def _answer_error(
         self, send: Send, record: RequestRecord, err: GatewayError, body: bytes, started: float
@@ -237,14 +251,17 @@ class Gateway:
             raise GatewayError(400, "`messages` must be a non-empty list", param="messages")
         if "stream" in body and not isinstance(body["stream"], bool):
             raise GatewayError(400, "`stream` must be true or false", param="stream")
-        target = self._target(call.principal, model, record)
-        upstream = dict(body)
-        upstream["model"] = target.model
+        plan = self._plan(call, model)
         ctx = self._context(record, call.trace, call.headers)
         if record.stream:
-            await self._chat_stream(send, receive, started, target, upstream, ctx, record, raw)
+            await self._chat_stream(send, receive, call, plan, ctx)
             return
-        result = await target.provider.chat(upstream, ctx)
+
+        async def attempt(target: Target, timeout_s: float) -> ChatResult:
+            upstream = {**body, "model": target.model}
+            return await target.provider.chat(upstream, self._bounded(ctx, timeout_s))
+
+        result, target = await self.dispatch.run(plan, record, attempt)
         record.provider_model = result.served_model or target.model
         record.status_code = 200
         self.recorder.settle(
@@ -260,23 +277,22 @@ class Gateway:
         self.recorder.commit(record, started)
         if self.recorder.durable:
             await self.recorder.sink.wait_durable()
-        out = _meta_headers(record)
+        out = _meta_headers(record) + call.headers_out
         if record.cost_usd is not None:
             out.append((b"x-keel-cost-usd", _usd(record.cost_usd)))
         await send_json(send, 200, result.body, out)
 
     async def _chat_stream(
-        self,
-        send: Send,
-        receive: Receive,
-        started: float,
-        target: Target,
-        upstream: dict[str, Any],
-        ctx: CallContext,
-        record: RequestRecord,
-        raw: bytes,
+        self, send: Send, receive: Receive, call: Call, plan: list[Target], ctx: CallContext
     ) -> None:
-        stream = await target.provider.stream_chat(upstream, ctx)
+        record, started, raw = call.record, call.started, call.raw
+
+        async def attempt(target: Target, timeout_s: float) -> ChatStream:
+            # A stream's attempt ends once the upstream answered, before the first byte: a
+            # failure until then falls back; after it, the stream ends with an error event.
+            return await target.provider.stream_chat({**call.body, "model": target.model}, ctx)
+
+        stream, target = await self.dispatch.run(plan, record, attempt)
         try:
             self.recorder.stub(record)
             if self.recorder.durable:
@@ -288,7 +304,7 @@ class Gateway:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": SSE_HEADERS + _meta_headers(record),
+                "headers": SSE_HEADERS + _meta_headers(record) + call.headers_out,
             }
         )
         outcome = await relay(stream, receive, send, started)
@@ -305,7 +321,7 @@ class Gateway:
             stream.usage,
             price_model=record.provider_model,
             provider_id=target.provider.price_provider_id(),
-            messages=upstream.get("messages"),
+            messages=call.body.get("messages"),
             output_text=stream.output_text,
         )
         self.recorder.payloads(record, raw, orjson.dumps({"content": stream.output_text}).decode())
@@ -319,12 +335,14 @@ class Gateway:
         model = _require_model(body)
         if not isinstance(body.get("input"), (str, list)) or not body["input"]:
             raise GatewayError(400, "`input` must be a non-empty string or list", param="input")
-        target = self._target(call.principal, model, record)
-        upstream = dict(body)
-        upstream["model"] = target.model
-        result = await target.provider.embeddings(
-            upstream, self._context(record, call.trace, call.headers)
-        )
+        plan = self._plan(call, model)
+        ctx = self._context(record, call.trace, call.headers)
+
+        async def attempt(target: Target, timeout_s: float) -> EmbeddingResult:
+            upstream = {**body, "model": target.model}
+            return await target.provider.embeddings(upstream, self._bounded(ctx, timeout_s))
+
+        result, target = await self.dispatch.run(plan, record, attempt)
         record.provider_model = result.served_model or target.model
         record.status_code = 200
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -341,4 +359,4 @@ class Gateway:
         self.recorder.commit(record, started)
         if self.recorder.durable:
             await self.recorder.sink.wait_durable()
-        await send_json(send, 200, result.body, _meta_headers(record))
+        await send_json(send, 200, result.body, _meta_headers(record) + call.headers_out)

@@ -56,6 +56,12 @@ class RequestRecord:
     key_id: str | None = None
     prompt_name: str | None = None  # the registry prompt the request referenced, if any
     prompt_version: int | None = None
+    # the attempts along the routing plan, when anything but the first target answered
+    fallbacks: list[dict[str, Any]] | None = None
+    cache_status: str | None = None  # hit | semantic-hit | miss | bypass (None: no cache)
+    cost_saved_usd: float | None = None  # what a cache hit saved
+    trimmed_messages: int | None = None  # messages dropped by context trimming
+    deprecated_model: str | None = None  # the deprecated model the client asked for
     # False for the stub written when a stream starts; the final record replaces it. A stub that
     # is never replaced (Keel was killed mid-stream) stays as the record of an interrupted call.
     final: bool = True
