@@ -47,6 +47,8 @@ class ModelConfig:
     targets: tuple[ModelTarget, ...]
     strategy: str = "priority"  # one of STRATEGIES
     fallbacks: tuple[str, ...] = ()  # other public model names, tried in order
+    # context trimming: drop the oldest turns so the prompt fits this many tokens (None: off)
+    max_input_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +104,17 @@ def _parse_model(item: Any) -> ModelConfig:
     fallbacks = item.get("fallbacks") or []
     if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
         raise ConfigError(f"model {name!r}: `fallbacks` must be a list of model names")
+    budget = item.get("max_input_tokens")
+    if budget is not None and (
+        not isinstance(budget, int) or isinstance(budget, bool) or budget < 1
+    ):
+        raise ConfigError(f"model {name!r}: `max_input_tokens` must be a whole number above 0")
     return ModelConfig(
         name=name,
         targets=tuple(_parse_target(name, t) for t in item["targets"]),
         strategy=strategy,
         fallbacks=tuple(fallbacks),
+        max_input_tokens=budget,
     )
 
 

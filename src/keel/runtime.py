@@ -106,6 +106,9 @@ class Runtime:
             s.max_request_bytes,
             Dispatch(self.routing, self.lifecycle, s.request_deadline_s),
             prompts=self.prompts,
+            input_budgets={
+                m.name: m.max_input_tokens for m in s.models if m.max_input_tokens is not None
+            },
         )
 
     async def _refresh_keys(self) -> None:

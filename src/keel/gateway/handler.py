@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from keel.gateway.models import ModelRouter, Target
 from keel.gateway.prompting import PromptResolver, apply_prompt
 from keel.gateway.recorder import Recorder
 from keel.gateway.streaming import SSE_HEADERS, relay
+from keel.gateway.trimming import trim_messages
 from keel.keys.auth import Authenticator, AuthError, Principal, authorize_model
 from keel.providers.base import (
     CallContext,
@@ -113,7 +115,9 @@ class Gateway:
         max_request_bytes: int,
         dispatch: Dispatch,
         prompts: PromptResolver | None = None,
+        input_budgets: Mapping[str, int] | None = None,
     ) -> None:
+        self.input_budgets = dict(input_budgets or {})
         self.dispatch = dispatch
         self.router = router
         self.recorder = recorder
@@ -251,6 +255,10 @@ class Gateway:
             raise GatewayError(400, "`messages` must be a non-empty list", param="messages")
         if "stream" in body and not isinstance(body["stream"], bool):
             raise GatewayError(400, "`stream` must be true or false", param="stream")
+        budget = self.input_budgets.get(model)
+        if budget is not None:
+            body["messages"], dropped = trim_messages(messages, budget)
+            record.trimmed_messages = dropped or None
         plan = self._plan(call, model)
         ctx = self._context(record, call.trace, call.headers)
         if record.stream:
