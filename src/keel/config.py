@@ -23,6 +23,7 @@ from keel.config_models import (
     parse_deprecations,
     parse_models,
 )
+from keel.limits.config import Policy, parse_limits
 
 __all__ = [
     "SETTINGS",
@@ -254,6 +255,45 @@ SETTINGS: tuple[Setting, ...] = (
         _at_least(0.001, float),
         "How long an open circuit breaker skips its target before one probe request may try it.",
     ),
+    Setting(
+        "limits_fail_open",
+        "KEEL_LIMITS_FAIL_OPEN",
+        False,
+        _bool,
+        "Admit requests unchecked when Redis cannot be reached, instead of answering 503 "
+        "(rate limits and budgets).",
+    ),
+    Setting(
+        "limits_reservation_ttl_s",
+        "KEEL_LIMITS_RESERVATION_TTL_S",
+        600.0,
+        _at_least(1, float),
+        "Seconds after which an unsettled budget reservation is released. Keep it above the "
+        "longest request.",
+    ),
+    Setting(
+        "limits_default_max_tokens",
+        "KEEL_LIMITS_DEFAULT_MAX_TOKENS",
+        4096,
+        _at_least(1, int),
+        "Output cap for the worst-case cost of a request without `max_tokens`; sent upstream "
+        "as its `max_tokens` when a budget applies.",
+    ),
+    Setting(
+        "limits_redis_timeout_s",
+        "KEEL_LIMITS_REDIS_TIMEOUT_S",
+        0.5,
+        _at_least(0.001, float),
+        "Connect and command timeout for the shared state in Redis (limits, budgets, revocations).",
+    ),
+    Setting(
+        "limits_refresh_s",
+        "KEEL_LIMITS_REFRESH_S",
+        30.0,
+        _at_least(0.1, float),
+        "How often each replica reloads the limit policies set through the API (another "
+        "replica's change applies within this interval).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -310,12 +350,19 @@ class Settings:
     breaker_failure_threshold: int = 5
     breaker_window_s: float = 30.0
     breaker_cooldown_s: float = 30.0
+    limits_fail_open: bool = False
+    limits_reservation_ttl_s: float = 600.0
+    limits_default_max_tokens: int = 4096
+    limits_redis_timeout_s: float = 0.5
+    limits_refresh_s: float = 30.0
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     deprecations: tuple[DeprecationConfig, ...] = ()
     # model name -> price override in USD per million tokens:
     # {input, output, cached_input, cache_write, reasoning}
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # the `limits:` section: policies of the project, customers, pipelines and models
+    limits: tuple[Policy, ...] = ()
 
     @property
     def resolved_database_url(self) -> str:
@@ -385,7 +432,7 @@ def load_settings(
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {config_path} must hold a mapping")
         file_values = dict(loaded)
-    known = set(_BY_NAME) | {"providers", "models", "prices", "deprecations"}
+    known = set(_BY_NAME) | {"providers", "models", "prices", "deprecations", "limits"}
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
@@ -414,4 +461,5 @@ def load_settings(
         models=parse_models(file_values.get("models")),
         prices=_parse_prices(file_values.get("prices")),
         deprecations=parse_deprecations(file_values.get("deprecations")),
+        limits=parse_limits(file_values.get("limits")),
     )

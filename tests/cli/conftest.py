@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from keel.keys.auth import Authenticator
+from keel.limits import BudgetLedger, LimitPolicies, MemoryState
 from keel.storage import tables
 from keel.storage.urls import async_url
 from tests.keys.app import build_keys_app
@@ -31,7 +32,9 @@ def _app(database_url: str, admin_key: str | None) -> FastAPI:
             await conn.run_sync(tables.metadata.create_all)
         authenticator = Authenticator(engine, admin_key)
         await authenticator.start()
-        keys_app = build_keys_app(engine, authenticator)
+        keys_app = build_keys_app(
+            engine, authenticator, policies=LimitPolicies(), budgets=BudgetLedger(MemoryState())
+        )
         app.mount("/", keys_app)
         yield
         await engine.dispose()

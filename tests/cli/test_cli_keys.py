@@ -35,9 +35,18 @@ def test_create_list_revoke(keel_url: str) -> None:
     listed = _run(keel_url, "keys", "list")
     assert listed.exit_code == 0
     header, line = listed.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "CUSTOMER", "STATUS", "CREATED", "EXPIRES", "MODELS"]
+    assert header.split() == [
+        "ID",
+        "NAME",
+        "CUSTOMER",
+        "STATUS",
+        "CREATED",
+        "EXPIRES",
+        "MODELS",
+        "LIMITS",
+    ]
     assert line.startswith(f"{key_id}  web app  acme      active  ")
-    assert line.endswith("-        all")
+    assert line.endswith("-        all     -")
     assert token not in listed.output
 
     revoked = _run(keel_url, "keys", "revoke", key_id)
@@ -136,3 +145,59 @@ def test_help_never_shows_the_api_key() -> None:
     result = CliRunner(env={"KEEL_API_KEY": ADMIN_KEY}).invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert ADMIN_KEY not in result.output
+
+
+def test_create_and_update_limits(keel_url: str) -> None:
+    created = _run(
+        keel_url,
+        "keys",
+        "create",
+        "--name",
+        "backend",
+        "--rpm",
+        "600",
+        "--tpm",
+        "200000",
+        "--budget-usd",
+        "50",
+        "--budget-period",
+        "month",
+        "--json",
+    )
+    assert created.exit_code == 0, created.output
+    info = json.loads(created.stdout)
+    key_id = info["id"]
+    assert [info[k] for k in ("rpm", "tpm", "budget_usd", "budget_period")] == [
+        600,
+        200000,
+        50.0,
+        "month",
+    ]
+    listed = _run(keel_url, "keys", "list").stdout.splitlines()[1]
+    assert listed.endswith("all     600 rpm, 200000 tpm, 50.00 USD/month")
+
+    updated = _run(keel_url, "keys", "update", key_id, "--rpm", "none", "--budget-usd", "10")
+    assert (updated.exit_code, updated.stdout) == (
+        0,
+        f"Updated key {key_id} (backend): 200000 tpm, 10.00 USD/month.\n",
+    )
+    nothing = _run(keel_url, "keys", "update", key_id)
+    assert nothing.exit_code == 2 and "give at least one of --rpm" in nothing.output
+    bad = _run(keel_url, "keys", "update", key_id, "--budget-usd", "none")
+    assert bad.exit_code == 1
+    assert bad.stderr == "error: budget_usd and budget_period go together: give both or neither\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rpm", "0"], "must be above 0, got 0"),
+        (["--rpm", "1.5"], "'1.5' is not a whole number"),
+        (["--budget-usd", "-2", "--budget-period", "day"], "must be above 0"),
+        (["--budget-period", "week"], "'week' is not one of"),
+    ],
+)
+def test_create_rejects_bad_limits(keel_url: str, args: list[str], message: str) -> None:
+    result = _run(keel_url, "keys", "create", "--name", "x", *args)
+    assert result.exit_code == 2
+    assert message in result.output

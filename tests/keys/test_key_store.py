@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -38,6 +39,10 @@ async def test_create_returns_info_and_token_and_stores_only_a_hash(engine: Asyn
         "status": "active",
         "allowed_models": ["gpt-4o", "mock/echo"],
         "metadata": {"team": "growth"},
+        "rpm": None,
+        "tpm": None,
+        "budget_usd": None,
+        "budget_period": None,
     }
     assert abs(datetime.fromisoformat(created).timestamp() - time.time()) < 5
     async with engine.connect() as conn:
@@ -116,3 +121,46 @@ async def test_iso() -> None:
     assert store.iso(None) is None
     assert store.iso(T0) == "2026-01-01T00:00:00Z"
     assert store.iso(T0 + 0.9) == "2026-01-01T00:00:00Z"
+
+
+async def test_limits_are_stored_and_changed(engine: AsyncEngine) -> None:
+    row, _ = await store.insert_key(
+        engine, name="a", rpm=60, tpm=1000, budget_usd=20.0, budget_period="month"
+    )
+    assert (row.rpm, row.tpm, row.budget_usd, row.budget_period) == (60, 1000, 20.0, "month")
+    stored = await store.get_key(engine, row.id)
+    assert stored == row
+    changed = await store.update_limits(engine, row.id, {"rpm": None, "budget_usd": 5.5})
+    assert changed is not None
+    assert (changed.rpm, changed.tpm, changed.budget_usd, changed.budget_period) == (
+        None,
+        1000,
+        5.5,
+        "month",
+    )
+    assert await store.get_key(engine, row.id) == changed
+    lifted = await store.update_limits(engine, row.id, {"budget_usd": None, "budget_period": None})
+    assert lifted is not None and (lifted.budget_usd, lifted.budget_period) == (None, None)
+    assert await store.update_limits(engine, "nosuchkey234", {"rpm": 1}) is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"rpm": 0}, "rpm must be a whole number above 0, got 0"),
+        ({"tpm": -5}, "tpm must be a whole number above 0, got -5"),
+        ({"budget_usd": 0.0, "budget_period": "day"}, "budget_usd must be an amount above 0"),
+        ({"budget_usd": 10.0}, "budget_usd and budget_period go together"),
+        ({"budget_period": "week"}, "budget_period must be one of day, month, total"),
+    ],
+)
+async def test_bad_limits_are_refused(
+    engine: AsyncEngine, limits: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        await store.insert_key(engine, name="a", **limits)
+    row, _ = await store.insert_key(engine, name="b", budget_usd=1.0, budget_period="day")
+    change = {"budget_period": None} if "budget_usd" in limits else limits
+    with pytest.raises(ValueError):
+        await store.update_limits(engine, row.id, change)
+    assert await store.get_key(engine, row.id) == row  # nothing changed

@@ -61,6 +61,10 @@ async def test_create_shows_the_key_once_and_it_works_at_once(
         "status": "active",
         "allowed_models": ["mock/echo"],
         "metadata": {"team": "growth"},
+        "rpm": None,
+        "tpm": None,
+        "budget_usd": None,
+        "budget_period": None,
         "key": token,
     }
     assert (await auth.authenticate(f"Bearer {token}")).key_id == key_id
@@ -205,9 +209,70 @@ async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/api/v1/openapi.json")).json()
     paths = spec["paths"]
     assert set(paths["/api/v1/keys"]) == {"get", "post"}
-    assert set(paths["/api/v1/keys/{key_id}"]) == {"get", "delete"}
+    assert set(paths["/api/v1/keys/{key_id}"]) == {"get", "delete", "patch"}
     assert set(paths["/api/v1/keys/{key_id}/revoke"]) == {"post"}
     schemas = spec["components"]["schemas"]
-    assert {"CreateKeyRequest", "CreatedKey", "KeyOut", "KeyList"} <= set(schemas)
+    assert {"CreateKeyRequest", "CreatedKey", "KeyOut", "KeyList", "UpdateKeyRequest"} <= set(
+        schemas
+    )
     assert "key" in schemas["CreatedKey"]["properties"]
     assert "key" not in schemas["KeyOut"]["properties"]
+
+
+async def test_create_and_change_limits(client: httpx.AsyncClient, auth: Authenticator) -> None:
+    created = await _create(client, rpm=60, tpm=100000, budget_usd=20, budget_period="month")
+    key_id, token = created["id"], created["key"]
+    limits = ("rpm", "tpm", "budget_usd", "budget_period")
+    assert [created[k] for k in limits] == [60, 100000, 20.0, "month"]
+    principal = await auth.authenticate(f"Bearer {token}")
+    assert (principal.rpm, principal.tpm, principal.budget_usd, principal.budget_period) == (
+        60,
+        100000,
+        20.0,
+        "month",
+    )
+
+    patched = await client.patch(
+        f"/api/v1/keys/{key_id}", json={"rpm": None, "budget_usd": 5}, headers=ADMIN
+    )
+    assert patched.status_code == 200, patched.text
+    shown = (await client.get(f"/api/v1/keys/{key_id}", headers=ADMIN)).json()
+    assert patched.json() == shown
+    assert [shown[k] for k in limits] == [None, 100000, 5.0, "month"]
+    principal = await auth.authenticate(f"Bearer {token}")  # this process knows at once
+    assert (principal.rpm, principal.budget_usd) == (None, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"rpm": 0}, 422, None),
+        ({"tpm": -1}, 422, None),
+        ({"budget_usd": 0, "budget_period": "day"}, 422, None),
+        ({"budget_usd": None}, 400, "budget_usd and budget_period go together"),
+        ({"budget_period": "week", "budget_usd": 1}, 422, None),
+        ({"rpm": 1.5}, 422, None),
+        ({"rpm": 1, "name": "x"}, 422, None),
+        ({"budget_period": None}, 400, "budget_usd and budget_period go together"),
+    ],
+)
+async def test_bad_limits_are_refused(
+    client: httpx.AsyncClient, body: dict[str, object], status: int, message: str | None
+) -> None:
+    created = await _create(client, budget_usd=1, budget_period="day")
+    bad_create = await client.post(
+        "/api/v1/keys", json={"name": "b", **body, "budget_period": "day"}, headers=ADMIN
+    )
+    if "budget_usd" not in body and "rpm" not in body and "tpm" not in body:
+        assert bad_create.status_code == 422  # a period without a budget
+    patched = await client.patch(f"/api/v1/keys/{created['id']}", json=body, headers=ADMIN)
+    assert patched.status_code == status, patched.text
+    if message is not None:
+        assert message in patched.json()["error"]["message"]
+    shown = (await client.get(f"/api/v1/keys/{created['id']}", headers=ADMIN)).json()
+    assert (shown["budget_usd"], shown["budget_period"]) == (1.0, "day")
+
+
+async def test_patch_unknown_key_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.patch("/api/v1/keys/nosuchkey234", json={"rpm": 1}, headers=ADMIN)
+    assert response.status_code == 404

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
-from keel.storage.database import Database
+from keel.storage.database import _MIGRATIONS, Database
 from keel.storage.tables import metadata
 
 
@@ -26,7 +28,7 @@ async def test_open_migrates_to_exactly_the_declared_tables(database_url: str) -
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
         assert names == {"alembic_version", *metadata.tables}
         assert diff == []
-        assert version == [("0002",)]
+        assert version == [("0003",)]
         assert await db.ping()
     finally:
         await db.close()
@@ -37,7 +39,7 @@ async def test_concurrent_opens_migrate_once(database_url: str) -> None:
     try:
         async with dbs[0].engine.connect() as conn:
             rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-        assert rows == [("0002",)]
+        assert rows == [("0003",)]
         reopened = await Database.open(database_url)
         await reopened.close()
     finally:
@@ -67,5 +69,58 @@ async def test_url_for_logs_hides_the_password(postgres_server_url: str) -> None
         assert db.dialect == "postgresql"
         assert "hunter2" not in db.url_for_logs
         assert db.url_for_logs == url.replace("hunter2", "***")
+    finally:
+        await db.close()
+
+
+def _migrate(connection: Connection, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    if revision == "head":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+def _columns(conn: Connection, table: str) -> list[str]:
+    return [c["name"] for c in inspect(conn).get_columns(table)]
+
+
+async def test_0003_adds_limits_and_keeps_existing_rows(database_url: str) -> None:
+    db = await Database.open(database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_migrate, "0002")
+            assert "rpm" not in await conn.run_sync(_columns, "keys")
+            assert "limit_policies" not in await conn.run_sync(
+                lambda c: inspect(c).get_table_names()
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO keys (id, name, salt, hash, created_at) "
+                    "VALUES ('abcdefgh2345', 'old', 's', 'h', 1.0)"
+                )
+            )
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_migrate, "head")
+            keys_columns = await conn.run_sync(_columns, "keys")
+            request_columns = await conn.run_sync(_columns, "requests")
+            old = (
+                await conn.execute(
+                    text("SELECT name, rpm, tpm, budget_usd, budget_period FROM keys")
+                )
+            ).all()
+            diff = await conn.run_sync(_schema_diff)
+        assert keys_columns[-4:] == ["rpm", "tpm", "budget_usd", "budget_period"]
+        assert request_columns[-5:] == [
+            "fallbacks",
+            "cache_status",
+            "cost_saved_usd",
+            "trimmed_messages",
+            "deprecated_model",
+        ]
+        assert old == [("old", None, None, None, None)]
+        assert diff == []
     finally:
         await db.close()

@@ -51,6 +51,11 @@ def _expected(n: int = 0, **overrides: Any) -> dict[str, Any]:
         "key_id": None,
         "prompt_name": None,
         "prompt_version": None,
+        "fallbacks": None,
+        "cache_status": None,
+        "cost_saved_usd": None,
+        "trimmed_messages": None,
+        "deprecated_model": None,
         "final": True,
         "interrupted": False,
     }
@@ -198,3 +203,33 @@ async def test_bad_cursor_is_a_value_error(db: Database, cursor: str) -> None:
 async def test_bad_limit_is_a_value_error(db: Database) -> None:
     with pytest.raises(ValueError, match="limit must be at least 1"):
         await repo.list_requests(db, limit=0)
+
+
+async def test_resilience_columns_round_trip(db: Database) -> None:
+    attempts = [
+        {
+            "provider": "a",
+            "model": "gpt-4o",
+            "outcome": "error",
+            "status": 503,
+            "error": "upstream unavailable",
+            "latency_ms": 12.5,
+        },
+        {
+            "provider": "b",
+            "model": "m",
+            "outcome": "ok",
+            "status": 200,
+            "error": None,
+            "latency_ms": 80.0,
+        },
+    ]
+    values = {
+        "fallbacks": attempts,
+        "cache_status": "semantic-hit",
+        "cost_saved_usd": 0.002,
+        "trimmed_messages": 3,
+        "deprecated_model": "gpt-4-0613",
+    }
+    await repo.upsert_records(db, [make_record(0, **values)])
+    assert await repo.get_request(db, "req-000000") == _expected(0, **values)

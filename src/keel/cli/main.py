@@ -7,6 +7,7 @@ import click
 from keel import __version__
 from keel.cli.client import DEFAULT_URL, KeelClient
 from keel.cli.keys import keys_group
+from keel.cli.limits import limits_group
 from keel.cli.prompts import prompts_group
 from keel.config import ConfigError, load_settings
 
@@ -62,6 +63,7 @@ def serve(host: str | None, port: int | None, config: str | None, data_dir: str 
 
 cli.add_command(keys_group)
 cli.add_command(prompts_group)
+cli.add_command(limits_group)
 
 
 def main() -> None:

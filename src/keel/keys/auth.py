@@ -3,8 +3,10 @@
 Active keys live in memory, so a known key is checked with one sha256 and no I/O. A miss costs
 one database read; misses are remembered for a while in a bounded negative cache, so a flood
 of made-up ids cannot turn into a flood of queries. Revocation in this process is immediate
-(`forget`); revocations on other replicas arrive with the next `refresh`, or at once for keys
-this process has not cached.
+(`forget`). Revocations on other replicas arrive at once through `keys.revocation` when Redis
+is configured (`revoked`, which also keeps a local set of revoked ids that no stale read can
+bring back), else with the next `refresh`; keys this process has not cached are read fresh.
+The request path never waits on Redis.
 
 The decision depends only on the Authorization value: never on the Host header or the client's
 address. Error messages never contain the presented key.
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keel.keys import store, tokens, ui_tokens
 from keel.keys.store import KeyRow
+from keel.limits.budgets import Period
 
 __all__ = ["AuthError", "Authenticator", "Principal", "authorize_model"]
 
@@ -56,6 +59,10 @@ class Principal:
     name: str | None = None
     customer: str | None = None
     allowed_models: tuple[str, ...] | None = None
+    rpm: int | None = None  # the key's own limits (keel.limits.config.LimitPolicies.specs_for)
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: Period | None = None
 
 
 ADMIN = Principal(kind="admin", name="admin")
@@ -122,6 +129,7 @@ class Authenticator:
         *,
         negative_max: int = 10_000,
         negative_ttl: float = 30.0,
+        revoked_max: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
@@ -133,6 +141,10 @@ class Authenticator:
         # id -> when forget() was called; keeps a refresh or lookup that was already reading
         # from the database from putting a just-revoked key back into the cache
         self._forgotten: dict[str, float] = {}
+        # id -> expiry (None: never) of keys revoked on any replica, as told by the revocation
+        # feed; checked after the secret, so a stale cache or read cannot let one through
+        self._revoked: OrderedDict[str, float | None] = OrderedDict()
+        self._revoked_max = revoked_max
 
     @property
     def open_mode(self) -> bool:
@@ -147,10 +159,19 @@ class Authenticator:
         """Reload the active keys, to see keys created or revoked by other replicas."""
         started = self._clock()
         rows = await store.load_active(self._engine, started)
-        fresh = {row.id: row for row in rows if row.id not in self._forgotten}
+        fresh = {
+            row.id: row
+            for row in rows
+            if row.id not in self._forgotten and row.id not in self._revoked
+        }
         # a forget() older than this read is already reflected by the database
         self._forgotten = {k: t for k, t in self._forgotten.items() if t >= started}
         self._keys = fresh
+        expired = [
+            k for k, until in self._revoked.items() if until is not None and until <= started
+        ]
+        for key_id in expired:  # an expired key is refused as expired anyway
+            del self._revoked[key_id]
 
     def remember(self, row: KeyRow) -> None:
         """Cache a key at once (just created here)."""
@@ -162,6 +183,36 @@ class Authenticator:
         self._keys.pop(key_id, None)
         self._negative.discard(key_id)
         self._forgotten[key_id] = self._clock()
+
+    def revoked(self, key_id: str, expires_at: float | None = None) -> None:
+        """A key was revoked (here or on another replica): refuse it from now on, even if a
+        stale read still shows it active. `expires_at` bounds how long the id is kept."""
+        self.forget(key_id)
+        self._revoked.pop(key_id, None)
+        self._revoked[key_id] = expires_at
+        while len(self._revoked) > self._revoked_max:
+            # the oldest revocations go first; the database still knows them
+            self._revoked.popitem(last=False)
+
+    def is_revoked(self, key_id: str) -> bool:
+        """True when this process was told the key is revoked."""
+        return key_id in self._revoked
+
+    async def reload(self, key_id: str) -> None:
+        """Read one key again (its limits changed on another replica) and cache it if active.
+
+        Never raises: if the database is unreachable, the key is dropped from the cache and
+        its next use reads it (and fails closed while the database is down)."""
+        try:
+            row = await store.get_key(self._engine, key_id)
+        except (SQLAlchemyError, OSError):
+            self.forget(key_id)
+            return
+        if row is None or row.status(self._clock()) != "active" or key_id in self._revoked:
+            self.forget(key_id)
+            return
+        self._negative.discard(key_id)
+        self._keys[key_id] = row
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an Authorization header value (None when there is none)."""
@@ -189,7 +240,7 @@ class Authenticator:
         # the secret is checked first: without it, nobody learns whether an id was revoked
         if row is None or not tokens.verify(row.salt, row.hash, secret):
             raise AuthError(401, INVALID_KEY)
-        if row.revoked_at is not None:
+        if row.revoked_at is not None or key_id in self._revoked:
             raise AuthError(401, REVOKED_KEY)
         if row.expires_at is not None and row.expires_at <= self._clock():
             raise AuthError(401, EXPIRED_KEY)
@@ -199,6 +250,10 @@ class Authenticator:
             name=row.name,
             customer=row.customer,
             allowed_models=row.allowed_models,
+            rpm=row.rpm,
+            tpm=row.tpm,
+            budget_usd=row.budget_usd,
+            budget_period=row.budget_period,
         )
 
     async def _lookup(self, key_id: str) -> KeyRow | None:
@@ -214,7 +269,7 @@ class Authenticator:
         except (SQLAlchemyError, OSError) as exc:
             # enforcement fails closed
             raise AuthError(503, "cannot check the API key: the database is unavailable") from exc
-        if row is not None and row.status(now) == "active":
+        if row is not None and row.status(now) == "active" and key_id not in self._revoked:
             if key_id not in self._forgotten:
                 self._keys[key_id] = row
         else:

@@ -18,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keel.keys import tokens
+from keel.limits.budgets import Period
+from keel.limits.config import check_limits
 from keel.storage.tables import keys
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "list_keys",
     "load_active",
     "revoke_key",
+    "update_limits",
 ]
 
 KeyStatus = Literal["active", "revoked", "expired"]
@@ -58,6 +61,10 @@ class KeyInfo:
     status: KeyStatus
     allowed_models: list[str] | None
     metadata: dict[str, Any] | None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: Period | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +78,10 @@ class KeyInfo:
             "status": self.status,
             "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
             "metadata": None if self.metadata is None else dict(self.metadata),
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
         }
 
 
@@ -88,6 +99,10 @@ class KeyRow:
     revoked_at: float | None = None
     allowed_models: tuple[str, ...] | None = None
     metadata: Mapping[str, Any] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: Period | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> KeyRow:
@@ -103,6 +118,10 @@ class KeyRow:
             revoked_at=row["revoked_at"],
             allowed_models=tuple(models) if models is not None else None,
             metadata=row["metadata"],
+            rpm=row["rpm"],
+            tpm=row["tpm"],
+            budget_usd=row["budget_usd"],
+            budget_period=row["budget_period"],
         )
 
     def status(self, now: float) -> KeyStatus:
@@ -124,6 +143,10 @@ class KeyRow:
             status=self.status(time.time() if now is None else now),
             allowed_models=None if self.allowed_models is None else list(self.allowed_models),
             metadata=None if self.metadata is None else dict(self.metadata),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            budget_usd=self.budget_usd,
+            budget_period=self.budget_period,
         )
 
 
@@ -158,6 +181,10 @@ def _values(row: KeyRow) -> dict[str, Any]:
         # SQL NULL rather than the JSON text `null`
         "allowed_models": null() if row.allowed_models is None else list(row.allowed_models),
         "metadata": null() if row.metadata is None else dict(row.metadata),
+        "rpm": row.rpm,
+        "tpm": row.tpm,
+        "budget_usd": row.budget_usd,
+        "budget_period": row.budget_period,
     }
 
 
@@ -169,15 +196,22 @@ async def insert_key(
     expires_at: datetime | float | None = None,
     allowed_models: Sequence[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    budget_usd: float | None = None,
+    budget_period: Period | None = None,
     now: float | None = None,
 ) -> tuple[KeyRow, str]:
     """Store a new key; return its row and the whole key string (the only time it exists).
 
-    An empty `allowed_models` means no restriction, like None. Raises ValueError on bad input.
+    An empty `allowed_models` means no restriction, like None. Limits are positive numbers and
+    a budget needs its period (see `keel.limits.config.check_limits`). Raises ValueError on bad
+    input.
     """
     created = time.time() if now is None else now
     expires = _unix(expires_at)
     _check(name, customer, expires, created)
+    check_limits(rpm, tpm, budget_usd, budget_period)
     models = tuple(allowed_models) if allowed_models else None
     for _attempt in range(3):  # a 60-bit id collides about never; retry rather than 500
         new = tokens.generate()
@@ -192,6 +226,10 @@ async def insert_key(
             expires_at=expires,
             allowed_models=models,
             metadata=dict(metadata) if metadata else None,
+            rpm=rpm,
+            tpm=tpm,
+            budget_usd=budget_usd,
+            budget_period=budget_period,
         )
         try:
             async with engine.begin() as conn:
@@ -210,6 +248,10 @@ async def create_key(
     expires_at: datetime | float | None = None,
     allowed_models: Sequence[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    budget_usd: float | None = None,
+    budget_period: Period | None = None,
 ) -> tuple[KeyInfo, str]:
     """Store a new key; return what may be shown about it and the key string, shown once."""
     row, token = await insert_key(
@@ -219,6 +261,10 @@ async def create_key(
         expires_at=expires_at,
         allowed_models=allowed_models,
         metadata=metadata,
+        rpm=rpm,
+        tpm=tpm,
+        budget_usd=budget_usd,
+        budget_period=budget_period,
     )
     return row.info(), token
 
@@ -259,6 +305,35 @@ async def revoke_key(engine: AsyncEngine, key_id: str, now: float | None = None)
         result = await conn.execute(select(keys).where(keys.c.id == key_id))
         found = result.mappings().first()
     return None if found is None else KeyRow.from_mapping(found).info(at)
+
+
+_LIMIT_FIELDS = ("rpm", "tpm", "budget_usd", "budget_period")
+
+
+async def update_limits(
+    engine: AsyncEngine, key_id: str, changes: Mapping[str, Any]
+) -> KeyRow | None:
+    """Change some of a key's rpm, tpm, budget_usd, budget_period (None lifts a limit).
+
+    Fields not in `changes` keep their value; the result must pass `check_limits` (ValueError
+    otherwise, and nothing changes). None if there is no such key. A revoked key can be changed
+    too: its limits matter to nobody, but refusing would only surprise a script.
+    """
+    unknown = sorted(set(changes) - set(_LIMIT_FIELDS))
+    if unknown:
+        raise ValueError(f"not a limit: {', '.join(unknown)}")
+    if not tokens.is_key_id(key_id):
+        return None
+    async with engine.begin() as conn:
+        result = await conn.execute(select(keys).where(keys.c.id == key_id))
+        found = result.mappings().first()
+        if found is None:
+            return None
+        merged = {name: changes.get(name, found[name]) for name in _LIMIT_FIELDS}
+        check_limits(**merged)
+        await conn.execute(update(keys).where(keys.c.id == key_id).values(merged))
+        result = await conn.execute(select(keys).where(keys.c.id == key_id))
+        return KeyRow.from_mapping(result.mappings().one())
 
 
 async def load_active(engine: AsyncEngine, now: float | None = None) -> list[KeyRow]:

@@ -3,7 +3,8 @@
 `RateLimiter` counts requests and tokens per minute for any (scope, id); `BudgetLedger`
 reserves worst-case cost on a chain of budgets before a call and settles the actual cost after.
 Both keep their counters in a `SharedState`: `MemoryState` for one process, `RedisState` for
-replicas. See docs/limits.md.
+replicas. `LimitPolicies` holds who is limited how (the `limits:` config section and the
+policies set through the API) and turns a request into its specs. See docs/limits.md.
 """
 
 from keel.limits.budgets import (
@@ -16,6 +17,7 @@ from keel.limits.budgets import (
     Settlement,
     worst_case_cost,
 )
+from keel.limits.config import LimitPolicies, Limits, Policy, check_limits, parse_limits
 from keel.limits.ratelimit import Decision, LimitError, LimitSpec, RateLimiter
 from keel.limits.state import MemoryState, RedisState, SharedState, StateUnavailable
 
@@ -25,15 +27,20 @@ __all__ = [
     "BudgetSpec",
     "Decision",
     "LimitError",
+    "LimitPolicies",
     "LimitSpec",
+    "Limits",
     "MemoryState",
     "Notice",
     "Period",
+    "Policy",
     "RateLimiter",
     "RedisState",
     "Reservation",
     "Settlement",
     "SharedState",
     "StateUnavailable",
+    "check_limits",
+    "parse_limits",
     "worst_case_cost",
 ]

@@ -20,6 +20,7 @@ from sqlalchemy import (
 __all__ = [
     "events",
     "keys",
+    "limit_policies",
     "metadata",
     "prompt_label_moves",
     "prompt_labels",
@@ -64,6 +65,12 @@ requests = Table(
     Column("final", Boolean, nullable=False),
     Column("prompt_name", String(256)),  # the prompt the gateway rendered, if any
     Column("prompt_version", Integer),
+    # the attempts before the answer: [{provider, model, outcome, status, error, latency_ms}]
+    Column("fallbacks", JSON(none_as_null=True)),
+    Column("cache_status", String(16)),  # "hit" | "semantic-hit" | "miss" | "bypass"
+    Column("cost_saved_usd", Double),  # what a cache hit would have cost upstream
+    Column("trimmed_messages", Integer),  # messages the context-trimming policy dropped
+    Column("deprecated_model", String(256)),  # the deprecated model the client asked for
     Index("ix_requests_created_at", "created_at"),
     Index("ix_requests_model_created", "model", "created_at"),
     Index("ix_requests_customer_created", "customer", "created_at"),
@@ -94,6 +101,24 @@ keys = Table(
     Column("revoked_at", Double),
     Column("allowed_models", JSON),
     Column("metadata", JSON),
+    Column("rpm", Integer),  # requests per minute; NULL: no limit
+    Column("tpm", Integer),  # tokens per minute
+    Column("budget_usd", Double),
+    Column("budget_period", String(8)),  # "day" | "month" | "total"; set with budget_usd
+)
+
+# Limits set through the API for a customer, a pipeline, a model or the project (subject
+# "default"). They replace the config file's limits of the same subject, as a whole.
+limit_policies = Table(
+    "limit_policies",
+    metadata,
+    Column("scope", String(16), primary_key=True),  # "project" | "customer" | "pipeline" | "model"
+    Column("subject", String(256), primary_key=True),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("budget_usd", Double),
+    Column("budget_period", String(8)),
+    Column("updated_at", Double, nullable=False),
 )
 
 prompts = Table(
