@@ -44,6 +44,7 @@ def test_every_route_is_documented() -> None:
         "POST /api/v1/keys/{id}/revoke",
         "DELETE /api/v1/keys/{id}",
         "PATCH /api/v1/keys/{id}",
+        "GET /api/v1/circuits",
         "GET /api/v1/limits",
         "GET /api/v1/limits/{scope}/{subject}",
         "PUT /api/v1/limits/{scope}/{subject}",

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from keel.config_cache import CacheConfig, parse_cache_config
 from keel.config_models import (
     STRATEGIES,
     ConfigError,
@@ -363,6 +364,8 @@ class Settings:
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # the `limits:` section: policies of the project, customers, pipelines and models
     limits: tuple[Policy, ...] = ()
+    # the `cache:` section: the response cache (off by default)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     @property
     def resolved_database_url(self) -> str:
@@ -432,7 +435,7 @@ def load_settings(
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {config_path} must hold a mapping")
         file_values = dict(loaded)
-    known = set(_BY_NAME) | {"providers", "models", "prices", "deprecations", "limits"}
+    known = set(_BY_NAME) | {"providers", "models", "prices", "deprecations", "limits", "cache"}
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
@@ -462,4 +465,5 @@ def load_settings(
         prices=_parse_prices(file_values.get("prices")),
         deprecations=parse_deprecations(file_values.get("deprecations")),
         limits=parse_limits(file_values.get("limits")),
+        cache=parse_cache_config(file_values.get("cache")),
     )

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from keel.config import ProviderConfig, Settings
+from keel.controls import Controls
 from keel.costs.pricing import Pricer
 from keel.gateway.dispatch import Dispatch
 from keel.gateway.handler import Gateway
@@ -49,6 +50,7 @@ class Runtime:
         self.routing = Router.from_settings(settings, self.router, self.pricer)
         self.lifecycle = Lifecycle(settings.deprecations, count=self.metrics.count_deprecated)
         self.metrics.bind_breakers(self.routing.breakers.gauge)
+        self.controls = Controls(settings, self.pricer)
         self.db: Database | None = None
         self.pipeline: RecordPipeline | None = None
         self.authenticator: Authenticator | None = None
@@ -89,6 +91,7 @@ class Runtime:
             read=s.upstream_read_timeout_s,
             total=s.upstream_total_timeout_s,
         )
+        await self.controls.start(self.db, self.authenticator, self.router, self._client, timeout)
         recorder = Recorder(
             self.pipeline,
             self.pricer,
@@ -109,6 +112,8 @@ class Runtime:
             input_budgets={
                 m.name: m.max_input_tokens for m in s.models if m.max_input_tokens is not None
             },
+            cache=self.controls.cache,
+            limits=self.controls.limit_step,
         )
 
     async def _refresh_keys(self) -> None:
@@ -126,6 +131,7 @@ class Runtime:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self.controls.stop()
         if self._client is not None:
             await self._client.close()
         if self.pipeline is not None:

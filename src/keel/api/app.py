@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keel import __version__
-from keel.api import keys, prompts, requests
+from keel.api import circuits, keys, limits, prompts, requests
 from keel.api.auth import ApiError, api_error_handler
 from keel.gateway.errors import error_body
 from keel.runtime import Runtime
@@ -39,6 +39,8 @@ def build_api(runtime: Runtime) -> FastAPI:
     api.include_router(keys.router)
     api.include_router(requests.router)
     api.include_router(prompts.router)
+    api.include_router(limits.router)
+    api.include_router(circuits.router)
     api.add_exception_handler(ApiError, api_error_handler)
     api.add_exception_handler(RequestValidationError, _validation_handler)
 
@@ -51,3 +53,7 @@ def bind_runtime(api: FastAPI, runtime: Runtime) -> None:
     api.state.db_engine = runtime.db.engine if runtime.db else None
     api.state.authenticator = runtime.authenticator
     api.state.prompts = runtime.prompts
+    api.state.routing = runtime.routing
+    api.state.limit_policies = runtime.controls.policies
+    api.state.budgets = runtime.controls.budgets
+    api.state.revocations = runtime.controls.revocations

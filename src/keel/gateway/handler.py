@@ -11,11 +11,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from keel.cache import Cache
 from keel.gateway.asgi import (
     Receive,
     Scope,
@@ -25,19 +25,18 @@ from keel.gateway.asgi import (
     send_error,
     send_json,
 )
+from keel.gateway.call import Call, meta_headers, require_model
+from keel.gateway.chat import ChatEndpoint
 from keel.gateway.dispatch import Dispatch
 from keel.gateway.errors import GatewayError
+from keel.gateway.limiting import LimitStep
 from keel.gateway.metadata import TraceContext, parse_meta, parse_traceparent
 from keel.gateway.models import ModelRouter, Target
-from keel.gateway.prompting import PromptResolver, apply_prompt
+from keel.gateway.prompting import PromptResolver
 from keel.gateway.recorder import Recorder
-from keel.gateway.streaming import SSE_HEADERS, relay
-from keel.gateway.trimming import trim_messages
 from keel.keys.auth import Authenticator, AuthError, Principal, authorize_model
 from keel.providers.base import (
     CallContext,
-    ChatResult,
-    ChatStream,
     EmbeddingResult,
     UpstreamError,
 )
@@ -68,42 +67,6 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _require_model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise GatewayError(400, "`model` is required and must be a string", param="model")
-    return model
-
-
-@dataclass(slots=True)
-class Call:
-    """One decoded, authenticated request on its way through the gateway."""
-
-    headers: dict[str, str]
-    trace: TraceContext
-    principal: Principal
-    record: RequestRecord
-    raw: bytes
-    body: dict[str, Any]
-    started: float
-    headers_out: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-def _usd(value: float) -> bytes:
-    """A cost as plain decimal text: `0.00000855`, `0`."""
-    return (f"{value:.12f}".rstrip("0").rstrip(".") or "0").encode()
-
-
-def _meta_headers(record: RequestRecord) -> list[tuple[bytes, bytes]]:
-    out = [
-        (b"x-keel-request-id", record.id.encode()),
-        (b"x-keel-trace-id", record.trace_id.encode()),
-    ]
-    if record.provider:
-        out.append((b"x-keel-provider", record.provider.encode()))
-    return out
-
-
 class Gateway:
     def __init__(
         self,
@@ -116,7 +79,10 @@ class Gateway:
         dispatch: Dispatch,
         prompts: PromptResolver | None = None,
         input_budgets: Mapping[str, int] | None = None,
+        cache: Cache | None = None,
+        limits: LimitStep | None = None,
     ) -> None:
+        self.limits = limits
         self.input_budgets = dict(input_budgets or {})
         self.dispatch = dispatch
         self.router = router
@@ -126,6 +92,7 @@ class Gateway:
         self.timeout = timeout
         self.max_request_bytes = max_request_bytes
         self.prompts = prompts
+        self.chat_endpoint = ChatEndpoint(self, cache)
 
     # -- shared steps -------------------------------------------------------------------------
 
@@ -135,7 +102,7 @@ class Gateway:
         except AuthError as exc:
             raise GatewayError(exc.status, exc.message, code="invalid_api_key") from None
 
-    def _context(
+    def context(
         self, record: RequestRecord, trace: TraceContext, headers: dict[str, str]
     ) -> CallContext:
         return CallContext(
@@ -146,7 +113,7 @@ class Gateway:
             client_headers=headers,
         )
 
-    def _plan(self, call: Call, model: str) -> list[Target]:
+    def plan(self, call: Call, model: str) -> list[Target]:
         """The targets for the requested model, if the caller's key may use it."""
         try:
             authorize_model(call.principal, model)
@@ -154,7 +121,7 @@ class Gateway:
             raise GatewayError(exc.status, exc.message, code="model_not_allowed") from None
         return self.dispatch.plan(model, call.record, call.headers_out)
 
-    def _bounded(self, ctx: CallContext, timeout_s: float) -> CallContext:
+    def bounded(self, ctx: CallContext, timeout_s: float) -> CallContext:
         """`ctx` with its total timeout cut to what routing allows this attempt."""
         if timeout_s >= ctx.timeout.total:
             return ctx
@@ -170,7 +137,7 @@ class Gateway:
             self.recorder.commit(record, started)
         except LogFullError:
             self.recorder.metrics.log_full.inc()
-        await send_error(send, err, _meta_headers(record))
+        await send_error(send, err, meta_headers(record))
 
     async def _open(
         self, receive: Receive, headers: dict[str, str], record: RequestRecord
@@ -202,7 +169,7 @@ class Gateway:
             principal, raw, body = await self._open(receive, headers, record)
             call = Call(headers, trace, principal, record, raw, body, started)
             if endpoint == "chat.completions":
-                await self._chat(send, receive, call)
+                await self.chat_endpoint.run(send, receive, call)
             else:
                 await self._embeddings(send, call)
         except GatewayError as err:
@@ -214,7 +181,7 @@ class Gateway:
             await self._answer_error(send, record, upstream, raw, started)
         except LogFullError:
             self.recorder.metrics.log_full.inc()
-            await send_error(send, _LOG_FULL, _meta_headers(record))
+            await send_error(send, _LOG_FULL, meta_headers(record))
         except Exception:
             log.exception("internal error in %s (request %s)", endpoint, record.id)
             internal = GatewayError(
@@ -241,114 +208,17 @@ class Gateway:
         body = orjson.dumps({"object": "list", "data": self.router.list_models()})
         await send_json(send, 200, body)
 
-    async def _chat(self, send: Send, receive: Receive, call: Call) -> None:
-        body, record, started, raw = call.body, call.record, call.started, call.raw
-        if self.prompts is not None:
-            used = await apply_prompt(self.prompts, body)
-            if used is not None:
-                record.prompt_name, record.prompt_version = used.prompt, used.version
-                record.model = body["model"] if isinstance(body.get("model"), str) else None
-                record.stream = body.get("stream") is True
-        model = _require_model(body)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise GatewayError(400, "`messages` must be a non-empty list", param="messages")
-        if "stream" in body and not isinstance(body["stream"], bool):
-            raise GatewayError(400, "`stream` must be true or false", param="stream")
-        budget = self.input_budgets.get(model)
-        if budget is not None:
-            body["messages"], dropped = trim_messages(messages, budget)
-            record.trimmed_messages = dropped or None
-        plan = self._plan(call, model)
-        ctx = self._context(record, call.trace, call.headers)
-        if record.stream:
-            await self._chat_stream(send, receive, call, plan, ctx)
-            return
-
-        async def attempt(target: Target, timeout_s: float) -> ChatResult:
-            upstream = {**body, "model": target.model}
-            return await target.provider.chat(upstream, self._bounded(ctx, timeout_s))
-
-        result, target = await self.dispatch.run(plan, record, attempt)
-        record.provider_model = result.served_model or target.model
-        record.status_code = 200
-        self.recorder.settle(
-            record,
-            result.usage,
-            price_model=record.provider_model,
-            provider_id=target.provider.price_provider_id(),
-            messages=messages,
-            output_text=result.output_text,
-        )
-        record.latency_ms = (time.perf_counter() - started) * 1000.0
-        self.recorder.payloads(record, raw, result.body.decode("utf-8", "replace"))
-        self.recorder.commit(record, started)
-        if self.recorder.durable:
-            await self.recorder.sink.wait_durable()
-        out = _meta_headers(record) + call.headers_out
-        if record.cost_usd is not None:
-            out.append((b"x-keel-cost-usd", _usd(record.cost_usd)))
-        await send_json(send, 200, result.body, out)
-
-    async def _chat_stream(
-        self, send: Send, receive: Receive, call: Call, plan: list[Target], ctx: CallContext
-    ) -> None:
-        record, started, raw = call.record, call.started, call.raw
-
-        async def attempt(target: Target, timeout_s: float) -> ChatStream:
-            # A stream's attempt ends once the upstream answered, before the first byte: a
-            # failure until then falls back; after it, the stream ends with an error event.
-            return await target.provider.stream_chat({**call.body, "model": target.model}, ctx)
-
-        stream, target = await self.dispatch.run(plan, record, attempt)
-        try:
-            self.recorder.stub(record)
-            if self.recorder.durable:
-                await self.recorder.sink.wait_durable()
-        except BaseException:
-            await stream.aclose()
-            raise
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": SSE_HEADERS + _meta_headers(record) + call.headers_out,
-            }
-        )
-        outcome = await relay(stream, receive, send, started)
-        record.status_code = 200
-        record.ttft_ms = outcome.ttft_ms
-        record.provider_model = stream.served_model or target.model
-        if outcome.error is not None:
-            record.error, record.error_type = outcome.error.message, outcome.error.type
-        elif outcome.disconnected:
-            record.error = f"the client disconnected after {outcome.chunks} chunks"
-            record.error_type = "client_disconnected"
-        self.recorder.settle(
-            record,
-            stream.usage,
-            price_model=record.provider_model,
-            provider_id=target.provider.price_provider_id(),
-            messages=call.body.get("messages"),
-            output_text=stream.output_text,
-        )
-        self.recorder.payloads(record, raw, orjson.dumps({"content": stream.output_text}).decode())
-        try:
-            self.recorder.commit(record, started)
-        except LogFullError:  # the stub already holds this call's record
-            self.recorder.metrics.log_full.inc()
-
     async def _embeddings(self, send: Send, call: Call) -> None:
         body, record, started, raw = call.body, call.record, call.started, call.raw
-        model = _require_model(body)
+        model = require_model(body)
         if not isinstance(body.get("input"), (str, list)) or not body["input"]:
             raise GatewayError(400, "`input` must be a non-empty string or list", param="input")
-        plan = self._plan(call, model)
-        ctx = self._context(record, call.trace, call.headers)
+        plan = self.plan(call, model)
+        ctx = self.context(record, call.trace, call.headers)
 
         async def attempt(target: Target, timeout_s: float) -> EmbeddingResult:
             upstream = {**body, "model": target.model}
-            return await target.provider.embeddings(upstream, self._bounded(ctx, timeout_s))
+            return await target.provider.embeddings(upstream, self.bounded(ctx, timeout_s))
 
         result, target = await self.dispatch.run(plan, record, attempt)
         record.provider_model = result.served_model or target.model
@@ -367,4 +237,4 @@ class Gateway:
         self.recorder.commit(record, started)
         if self.recorder.durable:
             await self.recorder.sink.wait_durable()
-        await send_json(send, 200, result.body, _meta_headers(record) + call.headers_out)
+        await send_json(send, 200, result.body, meta_headers(record) + call.headers_out)

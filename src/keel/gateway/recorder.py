@@ -103,6 +103,16 @@ class Recorder:
         record.cost_usd = cost.usd
         record.cost_estimated = cost.estimated
 
+    def settle_cached(self, record: RequestRecord, usage: Usage | None) -> None:
+        """A cached answer: the original call's tokens, and nothing paid this time."""
+        if usage is not None:
+            record.input_tokens = usage.input_tokens
+            record.output_tokens = usage.output_tokens
+            record.cached_tokens = usage.cached_tokens
+            record.reasoning_tokens = usage.reasoning_tokens
+            record.tokens_estimated = usage.estimated
+        record.cost_usd = 0.0
+
     def fail(self, record: RequestRecord, err: GatewayError) -> None:
         record.status_code = record.status_code or err.status
         record.error = err.message
