@@ -92,6 +92,52 @@ class Controls:
 
         return embed
 
+    def counters(self) -> list[tuple[str, str, tuple[str, ...], float]]:
+        """The cache's and the limits' counters, for /metrics."""
+        out: list[tuple[str, str, tuple[str, ...], float]] = [
+            (
+                "keel_limits_failed_open",
+                "Requests admitted unchecked: shared state unreachable.",
+                (),
+                float(self.rates.failed_open + self.budgets.failed_open),
+            ),
+            (
+                "keel_limits_lost_updates",
+                "Token counts or budget charges that were not recorded.",
+                (),
+                float(self.rates.lost_updates + self.budgets.lost_settles),
+            ),
+        ]
+        if self.cache is not None:
+            st = self.cache.stats
+            for status, value in (
+                ("hit", st.hits),
+                ("semantic-hit", st.semantic_hits),
+                ("miss", st.misses),
+                ("bypass", st.bypasses),
+                ("refresh", st.refreshes),
+            ):
+                out.append(
+                    ("keel_cache_requests", "Cache lookups by outcome.", (status,), float(value))
+                )
+            out += [
+                ("keel_cache_stores", "Answers stored in the cache.", (), float(st.stores)),
+                ("keel_cache_too_large", "Answers too large to cache.", (), float(st.too_large)),
+                (
+                    "keel_cache_errors",
+                    "Cache backend or embedding failures (served as misses).",
+                    (),
+                    float(st.errors),
+                ),
+                (
+                    "keel_cache_cost_saved_usd",
+                    "What cache hits saved, in USD.",
+                    (),
+                    st.cost_saved_usd,
+                ),
+            ]
+        return out
+
     async def _refresh_policies(self, db: Database) -> None:
         # Policies set through another replica's API apply here within this interval.
         while True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
@@ -38,6 +38,26 @@ class _CircuitCollector(Collector):
         for provider, model, value in self.states():
             family.add_metric((provider, model), value)
         yield family
+
+
+class _CounterCollector(Collector):
+    """Counters kept by other parts (cache, limits) as plain integers, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Iterable[tuple[str, str, tuple[str, ...], float]]] = tuple
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return iter(())
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        families: dict[str, CounterMetricFamily] = {}
+        for name, doc, labels, value in self.read():
+            label_names = ("status",) if labels else ()
+            family = families.get(name)
+            if family is None:
+                family = families[name] = CounterMetricFamily(name, doc, labels=label_names)
+            family.add_metric(labels, value)
+        yield from families.values()
 
 
 class Metrics:
@@ -103,6 +123,8 @@ class Metrics:
         )
         self._circuits = _CircuitCollector()
         r.register(self._circuits)
+        self._counters = _CounterCollector()
+        r.register(self._counters)
 
     def bind_pipeline(
         self,
@@ -115,6 +137,12 @@ class Metrics:
         self.records_written.set_function(written)
         self.records_lost.set_function(lost)
         self.database_up.set_function(db_up)
+
+    def bind_counters(
+        self, read: Callable[[], Iterable[tuple[str, str, tuple[str, ...], float]]]
+    ) -> None:
+        """Counters (name, help, status label or (), value) read at each scrape."""
+        self._counters.read = read
 
     def bind_breakers(self, states: CircuitStates) -> None:
         """Read `keel_circuit_state` from `states()` (BreakerBoard.gauge) at each scrape."""

@@ -51,6 +51,7 @@ class Runtime:
         self.lifecycle = Lifecycle(settings.deprecations, count=self.metrics.count_deprecated)
         self.metrics.bind_breakers(self.routing.breakers.gauge)
         self.controls = Controls(settings, self.pricer)
+        self.metrics.bind_counters(self.controls.counters)
         self.db: Database | None = None
         self.pipeline: RecordPipeline | None = None
         self.authenticator: Authenticator | None = None
