@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -17,7 +17,8 @@ def new_id() -> str:
 
     Keel makes its own ids: a record never depends on an upstream id that may be missing.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    # 80 random bits per millisecond: collisions are out of reach; no secrecy is needed.
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
     out = []
     for _ in range(26):
         out.append(_CROCKFORD[value & 31])
