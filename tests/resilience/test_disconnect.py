@@ -93,11 +93,6 @@ def test_slow_drip_upstream_is_released_within_a_second(
     assert_responsive_and_idle(keel)
 
 
-@pytest.mark.xfail(
-    reason="MockStream sets the whole answer's usage up front (src/keel/providers/mock.py), so "
-    "a mock stream cut by the client records every output token, not the partial count",
-    strict=True,
-)
 def test_mock_stream_records_the_partial_output(keel: KeelProcess) -> None:
     who = customer()
     request_id, _ = _read_then_leave(

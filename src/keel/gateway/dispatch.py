@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from keel.gateway.errors import GatewayError
 from keel.gateway.lifecycle import DEPRECATION_HEADER, Lifecycle
 from keel.gateway.models import Target
 from keel.gateway.routing import Attempt, Router, RoutingError
@@ -40,7 +41,11 @@ class Dispatch:
     ) -> list[Target]:
         """The targets for `model`, after its deprecation (GatewayError 410 if refused)."""
         if self.lifecycle:
-            deprecation = self.lifecycle.check(model)
+            try:
+                deprecation = self.lifecycle.check(model)
+            except GatewayError:  # retired and refused: the record still says what was asked
+                record.deprecated_model = model
+                raise
             if deprecation is not None:
                 record.deprecated_model = model
                 headers.append((DEPRECATION_HEADER, deprecation.header.encode()))

@@ -180,7 +180,10 @@ class MockStream:
         delay: float,
         fail_at: int | None,
     ) -> None:
-        self.usage: Usage | None = usage  # known upfront, whether or not the client asked
+        # Like a provider's usage, it grows with what was actually sent: a stream the client
+        # cut short reports the words it got, and the whole count only once it is complete.
+        self._full = usage
+        self.usage: Usage | None = Usage(input_tokens=usage.input_tokens, output_tokens=0)
         self.served_model: str | None = model
         self._parts: list[str] = []
         self._chunks = chunks
@@ -207,6 +210,7 @@ class MockStream:
         self._next += 1
         if index == len(self._chunks):
             self._closed = True
+            self.usage = self._full
             return DONE_FRAME
         if index > 0 and self._delay > 0:
             await asyncio.sleep(self._delay)
@@ -219,6 +223,10 @@ class MockStream:
             )
         chunk, text = self._chunks[index]
         self._parts.append(text)
+        if self.usage is not self._full and self.usage is not None:
+            # the mock's chunks are whole words, so counting chunk by chunk adds up
+            sent = (self.usage.output_tokens or 0) + count_tokens(text)
+            self.usage = Usage(input_tokens=self._full.input_tokens, output_tokens=sent)
         return sse_frame(chunk)
 
     async def aclose(self) -> None:
