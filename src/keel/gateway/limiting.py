@@ -13,9 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from keel.costs.pricing import Pricer
-from keel.costs.tokens import count_messages
 from keel.gateway.call import Call
 from keel.gateway.models import Target
 from keel.limits import (
@@ -32,6 +32,20 @@ from keel.providers.base import Usage
 __all__ = ["Admission", "LimitStep"]
 
 log = logging.getLogger(__name__)
+
+
+def _prompt_tokens(messages: list[Any]) -> int:
+    """A quick upper estimate of a prompt's tokens (a character per token would be far too
+    high; English runs near four). Admission needs a bound now, not an exact count: the exact
+    one would tokenize every request on the hot path."""
+    chars = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    return chars // 3 + 4 * len(messages) + 3
 
 
 @dataclass(slots=True)
@@ -67,7 +81,7 @@ class LimitStep:
             return None
         admission = Admission(rates, budgets)
         if budgets or any(spec.tpm for spec in rates):
-            admission.prompt_tokens = count_messages(call.body.get("messages") or [])
+            admission.prompt_tokens = _prompt_tokens(call.body.get("messages") or [])
         if rates:
             decision = await self.rates.check(rates, tokens=admission.prompt_tokens)
             if not decision.allowed:
@@ -110,7 +124,7 @@ class LimitStep:
 
     async def _settle(self, admission: Admission, call: Call, failed: bool) -> None:
         record = call.record
-        if admission.rates and record.output_tokens:
+        if record.output_tokens and any(spec.tpm for spec in admission.rates):
             await self.rates.add_tokens(admission.rates, record.output_tokens)
         if admission.reservation is None:
             return
