@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from pathlib import Path
 
@@ -116,6 +117,11 @@ class Runtime:
             cache=self.controls.cache,
             limits=self.controls.limit_step,
         )
+        # Everything loaded so far (price book, tokenizer tables, modules) lives as long as the
+        # process: move it out of the collector's sight so full collections stop rescanning it
+        # on the request path.
+        gc.collect()
+        gc.freeze()
 
     async def _refresh_keys(self) -> None:
         # Keys created or revoked by another replica become visible within this interval.

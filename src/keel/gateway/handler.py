@@ -89,7 +89,8 @@ class Gateway:
         self.recorder = recorder
         self.auth = authenticator
         self.session = session
-        self.timeout = timeout
+        # No single call may outlast the request's deadline across all its attempts.
+        self.timeout = dataclasses.replace(timeout, total=min(timeout.total, dispatch.deadline_s))
         self.max_request_bytes = max_request_bytes
         self.prompts = prompts
         self.chat_endpoint = ChatEndpoint(self, cache)
@@ -122,8 +123,10 @@ class Gateway:
         return self.dispatch.plan(model, call.record, call.headers_out)
 
     def bounded(self, ctx: CallContext, timeout_s: float) -> CallContext:
-        """`ctx` with its total timeout cut to what routing allows this attempt."""
-        if timeout_s >= ctx.timeout.total:
+        """`ctx` with its total timeout cut to what routing allows this attempt (routing's own
+        timer also bounds the attempt: the cut only needs to be close, so most calls reuse
+        `ctx` as it is)."""
+        if timeout_s >= ctx.timeout.total - 1.0:
             return ctx
         return dataclasses.replace(ctx, timeout=dataclasses.replace(ctx.timeout, total=timeout_s))
 

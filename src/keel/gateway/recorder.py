@@ -51,6 +51,7 @@ class Recorder:
         self.store_payloads = store_payloads
         self.payload_max = payload_max_bytes
         self.durable = durable
+        self._series: dict[tuple[str, str], _Series] = {}
 
     def begin(
         self,
@@ -143,23 +144,57 @@ class Recorder:
         self._observe(record)
 
     def _observe(self, record: RequestRecord) -> None:
-        m = self.metrics
-        model = record.model if record.provider else "-"
+        model = (record.model or "-") if record.provider else "-"
         provider = record.provider or "-"
-        m.requests.labels(model, provider, str(record.status_code)).inc()
+        series = self._series.get((model, provider))
+        if series is None:
+            series = self._series_for(model, provider)
+        series.requests(record.status_code).inc()
         if record.error_type:
-            m.errors.labels(model, provider, record.error_type).inc()
+            self.metrics.errors.labels(model, provider, record.error_type).inc()
         if record.latency_ms is not None:
-            m.latency.labels(model, provider).observe(record.latency_ms / 1000.0)
+            series.latency.observe(record.latency_ms / 1000.0)
         if record.ttft_ms is not None:
-            m.ttft.labels(model, provider).observe(record.ttft_ms / 1000.0)
-        for kind, value in (
-            ("input", record.input_tokens),
-            ("output", record.output_tokens),
-            ("cached", record.cached_tokens),
-            ("reasoning", record.reasoning_tokens),
-        ):
-            if value:
-                m.tokens.labels(model, provider, kind).inc(value)
+            series.ttft.observe(record.ttft_ms / 1000.0)
+        if record.input_tokens:
+            series.input_tokens.inc(record.input_tokens)
+        if record.output_tokens:
+            series.output_tokens.inc(record.output_tokens)
+        if record.cached_tokens:
+            series.tokens("cached").inc(record.cached_tokens)
+        if record.reasoning_tokens:
+            series.tokens("reasoning").inc(record.reasoning_tokens)
         if record.cost_usd:
-            m.cost.labels(model, provider).inc(record.cost_usd)
+            series.cost.inc(record.cost_usd)
+
+    def _series_for(self, model: str, provider: str) -> _Series:
+        # Looking a labelled child up costs more than updating it: keep them per model. The
+        # labels are bounded: unknown models are counted under "-".
+        series = _Series(self.metrics, model, provider)
+        if len(self._series) < 10_000:
+            self._series[(model, provider)] = series
+        return series
+
+
+class _Series:
+    """The metric children of one (model, provider)."""
+
+    def __init__(self, m: Metrics, model: str, provider: str) -> None:
+        self._m, self._model, self._provider = m, model, provider
+        self._requests: dict[int, Any] = {}
+        self.latency = m.latency.labels(model, provider)
+        self.ttft = m.ttft.labels(model, provider)
+        self.input_tokens = m.tokens.labels(model, provider, "input")
+        self.output_tokens = m.tokens.labels(model, provider, "output")
+        self.cost = m.cost.labels(model, provider)
+
+    def requests(self, status: int) -> Any:
+        child = self._requests.get(status)
+        if child is None:
+            child = self._requests[status] = self._m.requests.labels(
+                self._model, self._provider, str(status)
+            )
+        return child
+
+    def tokens(self, kind: str) -> Any:
+        return self._m.tokens.labels(self._model, self._provider, kind)

@@ -75,8 +75,11 @@ class RequestRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
-        names = _FIELD_NAMES
-        return cls(**{k: v for k, v in data.items() if k in names})
+        try:
+            return cls(**data)  # what this version of Keel logged: exactly its fields
+        except TypeError:  # logged by another version: keep the fields this one knows
+            names = _FIELD_NAMES
+            return cls(**{k: v for k, v in data.items() if k in names})
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(RequestRecord))

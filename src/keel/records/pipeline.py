@@ -72,6 +72,7 @@ class RecordPipeline:
         self._db = db
         self._batch_size = max(batch_size, 1)
         self._linger = max(linger_ms, 0) / 1000.0
+        self._backlogged = False
         self._stub_timeout = stub_timeout_s
         self._max_backoff = max_backoff_s
         self._stubs: dict[str, _Stub] = {}  # insertion order is log order: first is oldest
@@ -214,10 +215,10 @@ class RecordPipeline:
                 if self._stopping:
                     return
                 await self._wait_for_work()
-                if self._linger and not self._stopping:
-                    # Let a trickle of records gather into one transaction: a batch of one per
-                    # request would cost the database a commit per call.
-                    await asyncio.sleep(self._linger)
+            if self._linger and not self._stopping and not self._backlogged:
+                # Let records gather into one transaction: a batch of a few per step would
+                # cost the database a commit (and an fsync) every few calls.
+                await asyncio.sleep(self._linger)
 
     async def _step(self) -> bool:
         """Move one batch from the log to the database; True when the log had nothing new."""
@@ -234,6 +235,7 @@ class RecordPipeline:
         self._batch_settled = 0
         self._read_pos = resume
         await self._checkpoint()
+        self._backlogged = len(entries) >= self._batch_size  # more waiting: no pause
         return not entries
 
     def _absorb(self, entries: list[Entry]) -> dict[str, RequestRecord]:
