@@ -9,13 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Insert, Select, and_, false, or_, select
+from sqlalchemy import JSON, ColumnElement, Insert, Select, and_, false, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keel.records.model import RequestRecord
@@ -56,6 +58,9 @@ async def _write(
 ) -> None:
     if not records:
         return
+    if dialect == "sqlite":
+        await _write_sqlite(conn, records, replace=replace)
+        return
     rows = [{name: getattr(r, name) for name in _REQUEST_COLUMNS} for r in records]
     await conn.execute(_upsert(dialect, requests, "id", replace=replace, only_stubs=True), rows)
     payloads = [
@@ -71,6 +76,59 @@ async def _write(
     if payloads:
         stmt = _upsert(dialect, request_payloads, "request_id", replace=replace, only_stubs=False)
         await conn.execute(stmt, payloads)
+
+
+# SQLite is the default store and its one writer runs on the same core as the gateway: its rows
+# go to the driver as plain tuples, skipping SQLAlchemy's per-row parameter processing, which
+# cost more than the inserts themselves. The statements are SQLAlchemy's own, compiled once.
+_JSON_COLUMNS = frozenset(c.name for c in requests.columns if isinstance(c.type, JSON))
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_statement(
+    table: Any, key: str, replace: bool, only_stubs: bool
+) -> tuple[str, tuple[str, ...]]:
+    compiled = _upsert("sqlite", table, key, replace=replace, only_stubs=only_stubs).compile(
+        dialect=sqlite.dialect()
+    )
+    assert compiled.positiontup is not None
+    return str(compiled), tuple(compiled.positiontup)
+
+
+def _sqlite_value(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS:
+        return None if value is None else orjson.dumps(value).decode()
+    return int(value) if isinstance(value, bool) else value
+
+
+async def _write_sqlite(
+    conn: AsyncConnection, records: list[RequestRecord], *, replace: bool
+) -> None:
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    sql, names = _sqlite_statement(requests, "id", replace, True)
+    rows = [tuple(_sqlite_value(n, getattr(r, n)) for n in names) for r in records]
+    await _executemany(driver, sql, rows)
+    payloads = [
+        (r.id, r.request_body, r.response_body, int(r.payload_truncated))
+        for r in records
+        if r.request_body is not None or r.response_body is not None
+    ]
+    if payloads:
+        sql, names = _sqlite_statement(request_payloads, "request_id", replace, False)
+        order = ("request_id", "request_body", "response_body", "truncated")
+        index = [order.index(n) for n in names]
+        await _executemany(driver, sql, [tuple(p[i] for i in index) for p in payloads])
+
+
+async def _executemany(driver: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    try:
+        await driver.executemany(sql, rows)
+    except sqlite3.Error as exc:
+        # The same exception classes SQLAlchemy raises, so callers tell data errors (a row the
+        # database refuses) from outages the same way on every path.
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 @functools.lru_cache(maxsize=16)  # built once per shape: statement construction is not free
