@@ -10,6 +10,9 @@ from typing import Any
 __all__ = ["RequestRecord", "new_id"]
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+# Two base32 digits per lookup: an id is made on every request, and 26 single-digit steps in
+# Python cost more than the rest of it.
+_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
 
 
 def new_id() -> str:
@@ -19,11 +22,10 @@ def new_id() -> str:
     """
     # 80 random bits per millisecond: collisions are out of reach; no secrecy is needed.
     value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
-    out = []
-    for _ in range(26):
-        out.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    # 128 bits: a top digit of 3 bits, twelve pairs of 10 bits, a last digit of 5 bits.
+    pairs = _PAIRS
+    middle = [pairs[(value >> shift) & 1023] for shift in range(115, 4, -10)]
+    return _CROCKFORD[value >> 125] + "".join(middle) + _CROCKFORD[value & 31]
 
 
 @dataclass(slots=True)
