@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import quote
 
-from keel.limits.ratelimit import LimitError, unreachable_error
+from keel.limits.ratelimit import LimitError, subject_key, unreachable_error
 from keel.limits.state import (
     BudgetSlot,
     Crossing,
@@ -165,7 +164,7 @@ def _slot(spec: BudgetSpec, now: float) -> tuple[BudgetSlot, str]:
     if spec.period not in PERIODS:
         raise ValueError(f"budget period must be one of {PERIODS}, got {spec.period!r}")
     tag, end = _period(spec.period, now)
-    key = f"bg:{quote(spec.scope, safe='')}:{quote(spec.id, safe='')}:{tag}"
+    key = f"bg:{subject_key(spec.scope, spec.id)}:{tag}"
     limit = math.floor(round(spec.limit_usd * _MICRO, 3))
     return BudgetSlot(key, limit, None if end is None else end + _GRACE), tag
 
