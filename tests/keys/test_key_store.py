@@ -17,7 +17,7 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
 async def test_create_returns_info_and_token_and_stores_only_a_hash(engine: AsyncEngine) -> None:
-    info, token = await store.create_key(
+    row, token = await store.insert_key(
         engine,
         name="web app",
         customer="acme",
@@ -25,6 +25,7 @@ async def test_create_returns_info_and_token_and_stores_only_a_hash(engine: Asyn
         allowed_models=["gpt-4o", "mock/echo"],
         metadata={"team": "growth"},
     )
+    info = row.info()
     key_id, secret = tokens.parse(token) or ("", "")
     assert key_id == info.id
     created = info.created_at
@@ -63,8 +64,8 @@ async def test_insert_key_row_and_get_key(engine: AsyncEngine) -> None:
 
 
 async def test_empty_allowed_models_means_all(engine: AsyncEngine) -> None:
-    info, _ = await store.create_key(engine, name="x", allowed_models=[])
-    assert info.allowed_models is None
+    row, _ = await store.insert_key(engine, name="x", allowed_models=[])
+    assert row.info().allowed_models is None
 
 
 @pytest.mark.parametrize(
@@ -80,7 +81,7 @@ async def test_create_rejects_bad_input(
     engine: AsyncEngine, kwargs: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        await store.create_key(engine, **kwargs)  # type: ignore[arg-type]
+        await store.insert_key(engine, **kwargs)  # type: ignore[arg-type]
     assert await store.list_keys(engine, include_revoked=True) == []
 
 

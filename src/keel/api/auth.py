@@ -8,23 +8,16 @@ lets virtual keys in too, for routes an application may call with its own key (p
 from __future__ import annotations
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
+from keel.gateway.errors import GatewayError, error_body
 from keel.keys.auth import Authenticator, AuthError, Principal
 
 __all__ = ["ApiError", "api_error_handler", "require_admin", "require_principal"]
 
-_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    503: "service_unavailable",
-}
-_CODES = {401: "invalid_api_key"}
 
-
-class ApiError(Exception):
-    """An error the management API answers as `{"error": {"message", "type", "param", "code"}}`."""
+class ApiError(GatewayError):
+    """An error the management API answers in the gateway's OpenAI shape."""
 
     def __init__(
         self,
@@ -33,23 +26,18 @@ class ApiError(Exception):
         type: str | None = None,
         code: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type or _TYPES.get(status, "invalid_request_error")
-        self.code = code if code is not None else _CODES.get(status)
+        if code is None and status == 401:
+            code = "invalid_api_key"
+        super().__init__(status, message, type=type, code=code)
 
 
-async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def api_error_handler(request: Request, exc: Exception) -> Response:
     """Encode an ApiError; register with `app.add_exception_handler(ApiError, ...)`."""
     if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
         raise exc
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(
-        {"error": {"message": exc.message, "type": exc.type, "param": None, "code": exc.code}},
-        status_code=exc.status,
-        headers=headers,
-    )
+    body = error_body(exc.message, exc.type, exc.code, exc.param)
+    return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
 
 
 async def require_principal(request: Request) -> Principal:

@@ -18,7 +18,7 @@ import orjson
 
 from keel.cache.store import CacheHit
 from keel.providers.base import ChatStream, Usage
-from keel.providers.http import DONE_FRAME, sse_frame
+from keel.providers.http import DONE_FRAME, asked_usage, sse_frame
 
 __all__ = ["CollectingStream", "ReplayStream", "StreamCollector", "usage_json"]
 
@@ -73,9 +73,7 @@ class ReplayStream:
     def for_request(cls, hit: CacheHit, body: Mapping[str, Any]) -> ReplayStream:
         """The replay of `hit` for the client's request `body` (which says whether it wants
         the usage chunk)."""
-        options = body.get("stream_options")
-        include = isinstance(options, Mapping) and options.get("include_usage") is True
-        return cls(hit.response_bytes, include_usage=include, usage=hit.usage)
+        return cls(hit.response_bytes, include_usage=asked_usage(body), usage=hit.usage)
 
     @property
     def output_text(self) -> str:

@@ -104,7 +104,7 @@ class ChatEndpoint:
 
         async def attempt(target: Target, timeout_s: float) -> ChatResult:
             upstream = {**body, "model": target.model}
-            return await target.provider.chat(upstream, self.gw.bounded(ctx, timeout_s))
+            return await target.provider.chat(upstream, self.gw.bounded(ctx, target, timeout_s))
 
         result, target = await self.gw.dispatch.run(plan, record, attempt)
         record.provider_model = result.served_model or target.model

@@ -35,7 +35,8 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.type = type or _DEFAULT_TYPES.get(status, "api_error")
+        default = "invalid_request_error" if 400 <= status < 500 else "api_error"
+        self.type = type or _DEFAULT_TYPES.get(status, default)
         self.code = code
         self.param = param
         self.retry_after = retry_after

@@ -122,11 +122,11 @@ class Gateway:
             raise GatewayError(exc.status, exc.message, code="model_not_allowed") from None
         return self.dispatch.plan(model, call.record, call.headers_out)
 
-    def bounded(self, ctx: CallContext, timeout_s: float) -> CallContext:
-        """`ctx` with its total timeout cut to what routing allows this attempt (routing's own
-        timer also bounds the attempt: the cut only needs to be close, so most calls reuse
-        `ctx` as it is)."""
-        if timeout_s >= ctx.timeout.total - 1.0:
+    def bounded(self, ctx: CallContext, target: Target, timeout_s: float) -> CallContext:
+        """`ctx` for one attempt at `target`. Routing's own timer already ends the attempt at
+        `timeout_s`; the provider call carries the cut itself only where the target has a
+        timeout of its own, so the common call makes no new context."""
+        if target.timeout_s is None:
             return ctx
         return dataclasses.replace(ctx, timeout=dataclasses.replace(ctx.timeout, total=timeout_s))
 
@@ -221,7 +221,7 @@ class Gateway:
 
         async def attempt(target: Target, timeout_s: float) -> EmbeddingResult:
             upstream = {**body, "model": target.model}
-            return await target.provider.embeddings(upstream, self.bounded(ctx, timeout_s))
+            return await target.provider.embeddings(upstream, self.bounded(ctx, target, timeout_s))
 
         result, target = await self.dispatch.run(plan, record, attempt)
         record.provider_model = result.served_model or target.model

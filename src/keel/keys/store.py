@@ -25,7 +25,6 @@ from keel.storage.tables import keys
 __all__ = [
     "KeyInfo",
     "KeyRow",
-    "create_key",
     "get_key",
     "insert_key",
     "iso",
@@ -238,35 +237,6 @@ async def insert_key(
             continue
         return row, new.token
     raise RuntimeError("could not find a free key id")
-
-
-async def create_key(
-    engine: AsyncEngine,
-    *,
-    name: str,
-    customer: str | None = None,
-    expires_at: datetime | float | None = None,
-    allowed_models: Sequence[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    budget_usd: float | None = None,
-    budget_period: Period | None = None,
-) -> tuple[KeyInfo, str]:
-    """Store a new key; return what may be shown about it and the key string, shown once."""
-    row, token = await insert_key(
-        engine,
-        name=name,
-        customer=customer,
-        expires_at=expires_at,
-        allowed_models=allowed_models,
-        metadata=metadata,
-        rpm=rpm,
-        tpm=tpm,
-        budget_usd=budget_usd,
-        budget_period=budget_period,
-    )
-    return row.info(), token
 
 
 async def list_keys(engine: AsyncEngine, include_revoked: bool = False) -> list[KeyInfo]:

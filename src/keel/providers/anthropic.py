@@ -9,7 +9,7 @@ client gives no max_tokens because Anthropic requires one). The body translation
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -33,14 +33,14 @@ from keel.providers.base import (
 )
 from keel.providers.http import (
     DONE_FRAME,
+    asked_usage,
     error_from_response,
-    iter_sse,
     open_post,
     post_json,
     sse_frame,
 )
 from keel.providers.registry import ProviderRegistry
-from keel.providers.translated import TranslatedStream, close_events
+from keel.providers.translated import open_translated
 
 __all__ = ["AnthropicProvider", "register"]
 
@@ -242,17 +242,8 @@ class AnthropicProvider:
         payload["stream"] = True
         url = f"{self._base}/v1/messages"
         resp = await open_post(ctx, self.config.name, url, self._headers(ctx), payload)
-        options = body.get("stream_options") or {}
-        include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-        translator = _StreamTranslator(self.config.name, str(body["model"]), include_usage)
-        events = iter_sse(resp, self.config.name)
-        try:
-            pending = await _first_frames(events, translator)
-        except BaseException:
-            await close_events(events)
-            resp.release()
-            raise
-        return TranslatedStream(resp, events, translator, pending)
+        translator = _StreamTranslator(self.config.name, str(body["model"]), asked_usage(body))
+        return await open_translated(resp, self.config.name, translator)
 
     async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> EmbeddingResult:
         raise UpstreamError(
@@ -261,17 +252,6 @@ class AnthropicProvider:
 
     def price_provider_id(self) -> str | None:
         return "anthropic"
-
-
-async def _first_frames(
-    events: AsyncIterator[tuple[str, bytes]], translator: _StreamTranslator
-) -> list[bytes]:
-    """Read events up to the first one with something to say, so early errors raise here."""
-    async for _event, data in events:
-        frames = translator.feed(data)
-        if frames or translator.finished:
-            return frames
-    return translator.finish()
 
 
 def register(registry: ProviderRegistry) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from keel.providers.base import UpstreamError, Usage
+from keel.providers.translated import tool_arguments
 
 __all__ = [
     "finish_reason",
@@ -174,15 +175,8 @@ def _assistant_blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    if raw in (None, ""):
-        return {}
-    try:
-        parsed = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
-        parsed = None
-    if not isinstance(parsed, dict):
+    parsed = tool_arguments(raw)
+    if parsed is None:
         raise _bad_request("needs tool call arguments to be a JSON object")
     return parsed
 

@@ -13,7 +13,7 @@ import base64
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -39,14 +39,14 @@ from keel.providers.gemini_translate import (
 )
 from keel.providers.http import (
     DONE_FRAME,
+    asked_usage,
     error_from_response,
-    iter_sse,
     open_post,
     post_json,
     sse_frame,
 )
 from keel.providers.registry import ProviderRegistry
-from keel.providers.translated import TranslatedStream, close_events
+from keel.providers.translated import open_translated
 
 __all__ = ["GeminiProvider", "register"]
 
@@ -232,17 +232,8 @@ class GeminiProvider:
             resp = await open_post(ctx, self.config.name, url, self._headers(ctx), payload)
         except UpstreamError as exc:
             raise _key_error(exc) from None
-        options = body.get("stream_options") or {}
-        include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-        translator = _StreamTranslator(self.config.name, str(body["model"]), include_usage)
-        events = iter_sse(resp, self.config.name)
-        try:
-            pending = await _first_frames(events, translator)
-        except BaseException:
-            await close_events(events)
-            resp.release()
-            raise
-        return TranslatedStream(resp, events, translator, pending)
+        translator = _StreamTranslator(self.config.name, str(body["model"]), asked_usage(body))
+        return await open_translated(resp, self.config.name, translator)
 
     async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> EmbeddingResult:
         texts = _embedding_inputs(body.get("input"))
@@ -295,17 +286,6 @@ def _encode(vector: list[float], as_base64: bool) -> list[float] | str:
         return vector
     # OpenAI's base64 format: little-endian float32s
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-async def _first_frames(
-    events: AsyncIterator[tuple[str, bytes]], translator: _StreamTranslator
-) -> list[bytes]:
-    """Read chunks up to the first one with something to say, so early errors raise here."""
-    async for _event, data in events:
-        frames = translator.feed(data)
-        if frames:
-            return frames
-    return translator.finish()
 
 
 def register(registry: ProviderRegistry) -> None:

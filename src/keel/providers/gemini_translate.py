@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from keel.providers.base import UpstreamError, Usage
+from keel.providers.translated import tool_arguments
 
 __all__ = [
     "ToolCallIds",
@@ -160,15 +161,8 @@ def _model_parts(msg: dict[str, Any], names: dict[str, str]) -> list[dict[str, A
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    if raw in (None, ""):
-        return {}
-    try:
-        parsed = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
-        parsed = None
-    if not isinstance(parsed, dict):
+    parsed = tool_arguments(raw)
+    if parsed is None:
         raise _bad_request("needs tool call arguments to be a JSON object")
     return parsed
 

@@ -17,6 +17,7 @@ from keel.providers.client import Response, TransportError
 
 __all__ = [
     "DONE_FRAME",
+    "asked_usage",
     "error_from_response",
     "iter_sse",
     "open_post",
@@ -214,6 +215,12 @@ async def iter_sse(resp: Response, provider: str) -> AsyncIterator[tuple[str, by
 
 
 DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def asked_usage(body: Mapping[str, Any]) -> bool:
+    """Whether an OpenAI stream request asked for the final usage chunk."""
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
 def sse_frame(payload: Any) -> bytes:

@@ -42,7 +42,7 @@ import orjson
 
 from keel.config import ConfigError, ProviderConfig
 from keel.providers.base import CallContext, ChatResult, EmbeddingResult, UpstreamError, Usage
-from keel.providers.http import DONE_FRAME, sse_frame, timeout_error
+from keel.providers.http import DONE_FRAME, asked_usage, sse_frame, timeout_error
 from keel.providers.registry import ProviderRegistry
 
 __all__ = ["DEFAULT_CONFIG", "MockProvider", "MockStream", "count_tokens", "register"]
@@ -342,8 +342,7 @@ class MockProvider:
     async def stream_chat(self, body: dict[str, Any], ctx: CallContext) -> MockStream:
         model, knobs = await self._begin(body, ctx, _CHAT_MODELS)
         answer = _answer(body)
-        options = body.get("stream_options")
-        with_usage = isinstance(options, dict) and options.get("include_usage") is True
+        with_usage = asked_usage(body)
         chunks = _chunks(model, answer, ctx, with_usage)
         fail_at = None
         if knobs.fail == "midstream":  # after the role chunk and half the words

@@ -23,7 +23,7 @@ import orjson
 from keel.config import ConfigError, ProviderConfig
 from keel.providers.base import CallContext, ChatResult, EmbeddingResult, UpstreamError, Usage
 from keel.providers.client import Response, TransportError
-from keel.providers.http import DONE_FRAME, iter_sse, open_post, post_json
+from keel.providers.http import DONE_FRAME, asked_usage, iter_sse, open_post, post_json
 from keel.providers.registry import ProviderRegistry
 
 __all__ = ["AzureOpenAIProvider", "OpenAIProvider", "OpenAIStream", "parse_usage", "register"]
@@ -103,11 +103,6 @@ def _message_text(data: dict[str, Any]) -> str:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _asked_usage(body: Mapping[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _with_stream_usage(payload: dict[str, Any]) -> dict[str, Any]:
@@ -346,7 +341,7 @@ class OpenAIProvider:
             raise _scrubbed(exc, self._secret) from None
         if resp.content_type == "application/json":
             raise _scrubbed(await _json_instead_of_stream(self._name, resp), self._secret)
-        stream = OpenAIStream(self._name, resp, _asked_usage(body), self._secret)
+        stream = OpenAIStream(self._name, resp, asked_usage(body), self._secret)
         await stream.start()
         return stream
 

@@ -1,19 +1,29 @@
-"""The stream object of adapters that translate a provider's own events into OpenAI chunks.
+"""What the adapters that translate to and from OpenAI's format (Anthropic, Gemini) share.
 
-Anthropic and Gemini differ in what their events mean, not in how a stream is driven: the
-adapter's translator turns each upstream event into ready OpenAI frames and keeps the usage,
-model and text seen so far; this class relays those frames and releases the connection.
+They differ in what their events and fields mean, not in how a stream is driven: the adapter's
+translator turns each upstream event into ready OpenAI frames and keeps the usage, model and
+text seen so far; `open_translated` reads up to the first frame (so an early error is a real
+HTTP error) and `TranslatedStream` relays the rest and releases the connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from keel.providers.base import Usage
 from keel.providers.client import Response
+from keel.providers.http import iter_sse
 
-__all__ = ["StreamTranslator", "TranslatedStream", "close_events"]
+__all__ = [
+    "StreamTranslator",
+    "TranslatedStream",
+    "close_events",
+    "open_translated",
+    "tool_arguments",
+]
 
 
 class StreamTranslator(Protocol):
@@ -38,6 +48,39 @@ class StreamTranslator(Protocol):
     def finish(self) -> list[bytes]:
         """Frames after the last event; raise UpstreamError if the stream ended early."""
         ...
+
+
+def tool_arguments(raw: Any) -> dict[str, Any] | None:
+    """An OpenAI tool call's `arguments` (a JSON string) as an object; None if it is not one."""
+    if isinstance(raw, dict):
+        return raw
+    if raw in (None, ""):
+        return {}
+    try:
+        parsed = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+async def open_translated(
+    resp: Response, provider: str, translator: StreamTranslator
+) -> TranslatedStream:
+    """Read up to the first event with something to say, so an early error raises here."""
+    events = iter_sse(resp, provider)
+    try:
+        pending: list[bytes] = []
+        async for _event, data in events:
+            pending = translator.feed(data)
+            if pending or translator.done:
+                break
+        else:
+            pending = translator.finish()
+    except BaseException:
+        await close_events(events)
+        resp.release()
+        raise
+    return TranslatedStream(resp, events, translator, pending)
 
 
 async def close_events(events: AsyncIterator[tuple[str, bytes]]) -> None:
