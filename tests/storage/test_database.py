@@ -28,7 +28,7 @@ async def test_open_migrates_to_exactly_the_declared_tables(database_url: str) -
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
         assert names == {"alembic_version", *metadata.tables}
         assert diff == []
-        assert version == [("0003",)]
+        assert version == [("0004",)]
         assert await db.ping()
     finally:
         await db.close()
@@ -39,7 +39,7 @@ async def test_concurrent_opens_migrate_once(database_url: str) -> None:
     try:
         async with dbs[0].engine.connect() as conn:
             rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-        assert rows == [("0003",)]
+        assert rows == [("0004",)]
         reopened = await Database.open(database_url)
         await reopened.close()
     finally:

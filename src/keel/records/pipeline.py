@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ import orjson
 from sqlalchemy import exc as sa_exc
 
 from keel.records.model import RequestRecord
+from keel.records.span import SpanRecord
 from keel.records.wal import Entry, LogFullError, WriteAheadLog
+from keel.storage.batch import Row, write_batch
 from keel.storage.database import Database
-from keel.storage.requests_repo import upsert_records
 
 __all__ = ["INTERRUPTED_ERROR", "LogFullError", "RecordPipeline"]
 
@@ -83,6 +85,8 @@ class RecordPipeline:
         self._settled = 0  # entries whose record is in the database (or rejected, or superseded)
         self._batch_settled = 0  # entries the batch being written will settle
         self._written = 0
+        self._spans_submitted = 0  # spans appended since start
+        self._spans_settled = 0  # spans (of any run) written or rejected since start
         self._lost = 0
         self._rejected = 0
         self._db_up = True
@@ -107,6 +111,11 @@ class RecordPipeline:
     @property
     def written_records(self) -> int:
         return self._written
+
+    @property
+    def pending_spans(self) -> int:
+        """Spans accepted since start and not yet in the database (replayed ones excluded)."""
+        return max(0, self._spans_submitted - self._spans_settled)
 
     @property
     def lost_records(self) -> int:
@@ -189,6 +198,19 @@ class RecordPipeline:
         self._appended += 1
         self._wake.set()
 
+    def submit_spans(self, spans: list[SpanRecord]) -> None:
+        """Append a batch of spans to the log as one entry (call on the event-loop thread).
+
+        Unlike `submit`, every failure raises: an OTLP export is acknowledged only once its
+        spans are in the log, and the exporter retries what was refused.
+        """
+        if not spans:
+            return
+        self._wal.append(orjson.dumps(spans))  # a JSON array: request records are objects
+        self._appended += 1
+        self._spans_submitted += len(spans)
+        self._wake.set()
+
     def has_room(self, reserve: int = 1 << 20) -> bool:
         """False when the log is nearly full: refuse the call before it reaches a provider."""
         return self._wal.has_room(reserve)
@@ -238,13 +260,19 @@ class RecordPipeline:
         self._backlogged = len(entries) >= self._batch_size  # more waiting: no pause
         return not entries
 
-    def _absorb(self, entries: list[Entry]) -> dict[str, RequestRecord]:
+    def _absorb(self, entries: list[Entry]) -> dict[str, Row]:
         """Rows to write for these entries; stubs go to the open-stub map instead."""
-        rows: dict[str, RequestRecord] = {}
+        rows: dict[str, Row] = {}
         start, now = self._read_pos, time.monotonic()
         for payload, after in entries:
             if self._replaying and start >= self._replay_end:
                 self._end_replay(rows)
+            if payload[:1] == b"[":
+                for span in self._decode_spans(payload):
+                    rows.setdefault(f"{span.trace_id}:{span.span_id}", span)
+                self._batch_settled += 1
+                start = after
+                continue
             record = self._decode(payload)
             if record is not None and not record.final and record.id not in rows:
                 # An open stub settles later, with its final record or as interrupted; a
@@ -259,7 +287,7 @@ class RecordPipeline:
                 if self._stubs.pop(record.id, None) is not None:
                     self._batch_settled += 1  # the stub's entry settles with its final record
                 seen = rows.get(record.id)
-                if seen is None or not seen.final:  # the first final record wins
+                if not isinstance(seen, RequestRecord) or not seen.final:  # first final wins
                     rows[record.id] = record
             start = after
         return rows
@@ -271,7 +299,21 @@ class RecordPipeline:
             self._reject({"payload": payload.decode("utf-8", "replace")}, exc)
             return None
 
-    def _end_replay(self, rows: dict[str, RequestRecord]) -> None:
+    def _decode_spans(self, payload: bytes) -> list[SpanRecord]:
+        try:
+            items = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            self._reject({"payload": payload.decode("utf-8", "replace")}, exc)
+            return []
+        spans = []
+        for item in items:
+            try:
+                spans.append(SpanRecord.from_dict(item))
+            except (TypeError, ValueError, AttributeError) as exc:
+                self._reject({"span": item}, exc)
+        return spans
+
+    def _end_replay(self, rows: dict[str, Row]) -> None:
         # Every stub still open here was written by the previous run, which cannot finish it.
         self._replaying = False
         for stub in self._stubs.values():
@@ -279,7 +321,7 @@ class RecordPipeline:
         self._batch_settled += len(self._stubs)
         self._stubs.clear()
 
-    def _expire_stubs(self, rows: dict[str, RequestRecord]) -> None:
+    def _expire_stubs(self, rows: dict[str, Row]) -> None:
         deadline = time.monotonic() - self._stub_timeout
         while self._stubs:
             key, stub = next(iter(self._stubs.items()))
@@ -306,7 +348,7 @@ class RecordPipeline:
 
     # -- database writes ------------------------------------------------------------------------
 
-    async def _write(self, rows: list[RequestRecord]) -> None:
+    async def _write(self, rows: list[Row]) -> None:
         """Write the batch, retrying forever; rows the database rejects go to rejected.jsonl."""
         failures = data_errors = 0
         remaining = deque(rows)
@@ -315,8 +357,8 @@ class RecordPipeline:
                 if data_errors >= _DATA_ERROR_RETRIES:
                     await self._write_row_by_row(remaining)
                 else:
-                    await upsert_records(self._db, remaining)
-                    self._written += len(remaining)
+                    await write_batch(self._db, remaining)
+                    self._count_written(remaining)
                 self._note_success()
                 return
             except Exception as exc:  # the writer must outlive any failure; it never drops
@@ -327,19 +369,25 @@ class RecordPipeline:
                 delay = 0.05 if permanent else min(self._max_backoff, 0.1 * 2 ** min(failures, 8))
                 await asyncio.sleep(delay)
 
-    async def _write_row_by_row(self, remaining: deque[RequestRecord]) -> None:
+    def _count_written(self, rows: Iterable[Row]) -> None:
+        for row in rows:
+            self._written += 1
+            self._spans_settled += isinstance(row, SpanRecord)
+
+    async def _write_row_by_row(self, remaining: deque[Row]) -> None:
         # Rows leave `remaining` as they are settled, so a connection error part way through
         # resumes where it stopped instead of rejecting or counting a row twice.
         while remaining:
             record = remaining[0]
             try:
-                await upsert_records(self._db, [record])
+                await write_batch(self._db, [record])
             except Exception as exc:
                 if not _is_data_error(exc):
                     raise
                 self._reject(record.to_dict(), exc)
+                self._spans_settled += isinstance(record, SpanRecord)
             else:
-                self._written += 1
+                self._count_written([record])
             remaining.popleft()
 
     def _note_success(self) -> None:

@@ -24,7 +24,14 @@ from keel.records.model import RequestRecord
 from keel.storage.database import Database
 from keel.storage.tables import request_payloads, requests
 
-__all__ = ["MAX_LIMIT", "get_payload", "get_request", "list_requests", "upsert_records"]
+__all__ = [
+    "MAX_LIMIT",
+    "get_payload",
+    "get_request",
+    "list_requests",
+    "upsert_records",
+    "write_requests",
+]
 
 MAX_LIMIT = 1000
 _REQUEST_COLUMNS = tuple(c.name for c in requests.columns)
@@ -32,10 +39,17 @@ _REQUEST_COLUMNS = tuple(c.name for c in requests.columns)
 
 async def upsert_records(db: Database, records: Sequence[RequestRecord]) -> None:
     """Write `records` in one transaction (see the module docstring for the merge rules)."""
-    finals, stubs = _merge_by_id(records)
     async with db.engine.begin() as conn:
-        await _write(conn, db.dialect, finals, replace=True)
-        await _write(conn, db.dialect, stubs, replace=False)
+        await write_requests(conn, db.dialect, records)
+
+
+async def write_requests(
+    conn: AsyncConnection, dialect: str, records: Sequence[RequestRecord]
+) -> None:
+    """Write `records` within the caller's transaction."""
+    finals, stubs = _merge_by_id(records)
+    await _write(conn, dialect, finals, replace=True)
+    await _write(conn, dialect, stubs, replace=False)
 
 
 def _merge_by_id(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Double,
@@ -18,6 +19,10 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "HISTOGRAM_BASE",
+    "HISTOGRAM_BUCKETS",
+    "alert_events",
+    "alert_rules",
     "events",
     "keys",
     "limit_policies",
@@ -28,6 +33,9 @@ __all__ = [
     "prompts",
     "request_payloads",
     "requests",
+    "rollups",
+    "scores",
+    "spans",
 ]
 
 metadata = MetaData()
@@ -208,4 +216,147 @@ events = Table(
     Column("prev_hash", String(64)),
     Column("hash", String(64)),
     Index("ix_events_at", "at", "id"),
+)
+
+# Spans ingested over OTLP or sent by the Keel SDK (keel.records.span.SpanRecord). Gateway calls
+# stay in `requests`; both share trace ids, and the trace view joins them.
+spans = Table(
+    "spans",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_span_id", String(16)),
+    Column("name", String(512), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("service", String(256)),
+    Column("start_time", Double, nullable=False),  # unix seconds
+    Column("end_time", Double, nullable=False),
+    Column("duration_ms", Double, nullable=False),
+    Column("status", String(8), nullable=False),  # "ok" | "error" | "unset"
+    Column("error", Text),
+    Column("provider", String(128)),
+    Column("model", String(256)),
+    Column("response_model", String(256)),
+    Column("input_tokens", Integer),
+    Column("output_tokens", Integer),
+    Column("cached_tokens", Integer),
+    Column("reasoning_tokens", Integer),
+    Column("cost_usd", Double),
+    Column("cost_estimated", Boolean, nullable=False),
+    Column("ttft_ms", Double),
+    Column("customer", String(256)),
+    Column("session_id", String(256)),
+    Column("pipeline", String(256)),
+    Column("tags", JSON, nullable=False),
+    Column("prompt_name", String(256)),
+    Column("prompt_version", Integer),
+    Column("counted", Boolean, nullable=False),
+    Column("input", Text),
+    Column("output", Text),
+    Column("attributes", JSON, nullable=False),
+    Column("events", JSON, nullable=False),
+    Index("ix_spans_start_time", "start_time"),
+    Index("ix_spans_session_start", "session_id", "start_time"),
+)
+
+# Scores judge a trace or one span in it: a number, a boolean (stored as 0/1) or a label.
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", String(32), primary_key=True),  # time-ordered (keel.records.model.new_id)
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16)),  # None: the score is about the whole trace
+    Column("name", String(128), nullable=False),
+    Column("data_type", String(16), nullable=False),  # "numeric" | "boolean" | "categorical"
+    Column("value", Double),  # numeric and boolean scores
+    Column("label", String(256)),  # categorical scores
+    Column("source", String(16), nullable=False),  # "human" | "rule" | "model"
+    Column("comment", Text),
+    Column("author", String(256)),
+    Column("created_at", Double, nullable=False),
+    Index("ix_scores_trace", "trace_id"),
+    Index("ix_scores_name_created", "name", "created_at"),
+)
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("metric", String(32), nullable=False),  # a metric of GET /api/v1/metrics
+    Column("filters", JSON, nullable=False),  # {"model": ..., "customer": ..., ...}
+    Column("window_s", Integer, nullable=False),
+    Column("comparator", String(4), nullable=False),  # ">" | ">=" | "<" | "<="
+    Column("threshold", Double, nullable=False),
+    Column("for_s", Integer, nullable=False),  # how long the condition holds before firing
+    Column("channels", JSON, nullable=False),  # [{"type": "webhook" | "slack", "url": ...}]
+    Column("enabled", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),  # "ok" | "pending" | "firing"
+    Column("state_since", Double),
+    Column("last_value", Double),
+    Column("last_evaluated_at", Double),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("name", name="uq_alert_rules_name"),
+)
+
+# Append-only history: firing, resolved, budget thresholds, and each notification's deliveries.
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", String(32), primary_key=True),  # time-ordered
+    Column("rule_id", String(32)),  # None for notices without a rule (budget thresholds)
+    Column("rule_name", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),  # "firing" | "resolved" | "budget_threshold"
+    Column("at", Double, nullable=False),
+    Column("value", Double),
+    Column("threshold", Double),
+    Column("message", Text, nullable=False),
+    Column("deliveries", JSON, nullable=False),  # [{"channel", "status", "attempts", "error"}]
+    Index("ix_alert_events_at", "at"),
+    Index("ix_alert_events_rule_at", "rule_id", "at"),
+)
+
+# Latency and time-to-first-token histograms: bucket i counts values in
+# [HISTOGRAM_BASE**(i-1), HISTOGRAM_BASE**i) milliseconds; bucket 0 is below 1 ms and the last
+# bucket everything above its lower bound.
+HISTOGRAM_BUCKETS = 40  # the migration r0004 freezes this number
+HISTOGRAM_BASE = 1.3
+
+
+def _histogram(prefix: str) -> list[Column[int]]:
+    return [
+        Column(f"{prefix}{i:02d}", BigInteger, nullable=False, default=0)
+        for i in range(HISTOGRAM_BUCKETS)
+    ]
+
+
+# Pre-aggregated analytics of counted calls (gateway requests and LLM/embedding spans), so the
+# dashboards read thousands of rows, not millions. grain "m": one row per minute, totals only
+# (dimension ""); grain "h": one row per hour for the totals and for each value of each
+# dimension (model, provider, pipeline, customer, key, prompt "name@version", tag, source).
+# Every column adds up, so writers from several replicas upsert with `col = col + excluded.col`.
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("grain", String(1), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),  # unix seconds at the start of the bucket
+    Column("dimension", String(16), primary_key=True),
+    Column("value", String(256), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Double, nullable=False),
+    Column("cost_saved_usd", Double, nullable=False),
+    Column("cache_hits", BigInteger, nullable=False),
+    Column("latency_count", BigInteger, nullable=False),
+    Column("latency_sum_ms", Double, nullable=False),
+    Column("ttft_count", BigInteger, nullable=False),
+    Column("ttft_sum_ms", Double, nullable=False),
+    *_histogram("lat_"),
+    *_histogram("ttft_"),
+    Index("ix_rollups_dimension", "grain", "dimension", "bucket"),
 )
