@@ -36,6 +36,7 @@ __all__ = [
     "ProviderConfig",
     "Setting",
     "Settings",
+    "header_pairs",
     "load_settings",
     "resolve_secret",
 ]
@@ -57,6 +58,25 @@ def _str_or_none(value: Any) -> str | None:
         return None
     text = str(value)
     return text or None
+
+
+def header_pairs(text: str | None) -> dict[str, str]:
+    """`name=value,name2=value2` (the OTEL_EXPORTER_OTLP_HEADERS form) as a dict."""
+    headers: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError("expected name=value pairs separated by commas")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _header_pairs_text(value: Any) -> str | None:
+    text = _str_or_none(value)
+    header_pairs(text)  # refuse a malformed value at start, not at the first export
+    return text
 
 
 def _at_least(minimum: float, kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -181,6 +201,31 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "How long the background writer lets records gather before a transaction when traffic "
         "is light (records reach the database that much later; the log already holds them).",
+    ),
+    Setting(
+        "otlp_export_url",
+        "KEEL_OTLP_EXPORT_URL",
+        None,
+        _str_or_none,
+        "OTLP/HTTP traces endpoint of your collector (e.g. `http://otel:4318/v1/traces`): Keel "
+        "exports a span per gateway call there. Unset: no export.",
+        secret=True,
+    ),
+    Setting(
+        "otlp_export_headers",
+        "KEEL_OTLP_EXPORT_HEADERS",
+        None,
+        _header_pairs_text,
+        "Headers for the OTLP export, `name=value` pairs separated by commas (for example the "
+        "collector's `authorization`).",
+        secret=True,
+    ),
+    Setting(
+        "otlp_export_service_name",
+        "KEEL_OTLP_EXPORT_SERVICE_NAME",
+        "keel",
+        str,
+        "`service.name` of the exported spans.",
     ),
     Setting(
         "upstream_connect_timeout_s",
@@ -341,6 +386,9 @@ class Settings:
     wal_fsync_interval_ms: int = 10
     writer_batch_size: int = 1000
     writer_linger_ms: int = 20
+    otlp_export_url: str | None = field(default=None, repr=False)
+    otlp_export_headers: str | None = field(default=None, repr=False)
+    otlp_export_service_name: str = "keel"
     upstream_connect_timeout_s: float = 10.0
     upstream_read_timeout_s: float = 120.0
     upstream_total_timeout_s: float = 600.0

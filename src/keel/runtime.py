@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from keel.config import ProviderConfig, Settings
+from keel.config import ProviderConfig, Settings, header_pairs
 from keel.controls import Controls
 from keel.costs.pricing import Pricer
 from keel.gateway.dispatch import Dispatch
@@ -23,8 +24,11 @@ from keel.prompts.service import PromptService
 from keel.providers.base import Provider
 from keel.providers.client import Timeouts, UpstreamClient
 from keel.providers.registry import load_registry
+from keel.records.model import RequestRecord
 from keel.records.pipeline import RecordPipeline
+from keel.storage.batch import Row
 from keel.storage.database import Database
+from keel.traces.export import SpanExporter
 
 __all__ = ["Runtime"]
 
@@ -55,6 +59,7 @@ class Runtime:
         self.metrics.bind_counters(self.controls.counters)
         self.db: Database | None = None
         self.pipeline: RecordPipeline | None = None
+        self.exporter: SpanExporter | None = None  # Keel's own spans to the operator's collector
         self.authenticator: Authenticator | None = None
         self.gateway: Gateway | None = None
         self.prompts: PromptService | None = None
@@ -66,6 +71,13 @@ class Runtime:
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         self.db = await Database.open(s.resolved_database_url)
         self.prompts = PromptService(self.db)
+        if s.otlp_export_url:
+            self.exporter = SpanExporter(
+                s.otlp_export_url,
+                headers=header_pairs(s.otlp_export_headers),
+                service_name=s.otlp_export_service_name,
+            )
+            await self.exporter.start()
         self.pipeline = RecordPipeline(
             s.data_dir,
             self.db,
@@ -75,6 +87,7 @@ class Runtime:
             fsync_interval_ms=s.wal_fsync_interval_ms,
             batch_size=s.writer_batch_size,
             linger_ms=s.writer_linger_ms,
+            on_written=self._export if self.exporter is not None else None,
         )
         await self.pipeline.start()
         p = self.pipeline
@@ -123,6 +136,10 @@ class Runtime:
         gc.collect()
         gc.freeze()
 
+    def _export(self, rows: Sequence[Row]) -> None:
+        assert self.exporter is not None
+        self.exporter.offer(r for r in rows if isinstance(r, RequestRecord))
+
     async def _refresh_keys(self) -> None:
         # Keys created or revoked by another replica become visible within this interval.
         assert self.authenticator is not None
@@ -143,5 +160,7 @@ class Runtime:
             await self._client.close()
         if self.pipeline is not None:
             await self.pipeline.stop()
+        if self.exporter is not None:
+            await self.exporter.stop()
         if self.db is not None:
             await self.db.close()

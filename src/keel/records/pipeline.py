@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class RecordPipeline:
         linger_ms: int = 0,
         stub_timeout_s: float = 900.0,
         max_backoff_s: float = 5.0,
+        on_written: Callable[[Sequence[Row]], None] | None = None,
     ) -> None:
         self._dir = Path(data_dir) / "wal"
         self._wal = WriteAheadLog(
@@ -77,6 +78,7 @@ class RecordPipeline:
         self._backlogged = False
         self._stub_timeout = stub_timeout_s
         self._max_backoff = max_backoff_s
+        self._on_written = on_written  # sees every row once it is in the database
         self._stubs: dict[str, _Stub] = {}  # insertion order is log order: first is oldest
         self._read_pos = 0
         self._replay_end = 0  # the end of the log as found at start: entries of the last run
@@ -358,7 +360,7 @@ class RecordPipeline:
                     await self._write_row_by_row(remaining)
                 else:
                     await write_batch(self._db, remaining)
-                    self._count_written(remaining)
+                    self._count_written(list(remaining))
                 self._note_success()
                 return
             except Exception as exc:  # the writer must outlive any failure; it never drops
@@ -369,10 +371,15 @@ class RecordPipeline:
                 delay = 0.05 if permanent else min(self._max_backoff, 0.1 * 2 ** min(failures, 8))
                 await asyncio.sleep(delay)
 
-    def _count_written(self, rows: Iterable[Row]) -> None:
+    def _count_written(self, rows: Sequence[Row]) -> None:
         for row in rows:
             self._written += 1
             self._spans_settled += isinstance(row, SpanRecord)
+        if self._on_written is not None:
+            try:
+                self._on_written(rows)
+            except Exception:  # an observer (the OTLP exporter) must not stop the writer
+                log.exception("record observer failed")
 
     async def _write_row_by_row(self, remaining: deque[Row]) -> None:
         # Rows leave `remaining` as they are settled, so a connection error part way through
