@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-ingest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: lint
 
 bench: setup
 	$(BIN)/python benchmarks/gateway.py
+
+bench-ingest: setup
+	$(BIN)/python benchmarks/ingest.py
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,7 @@ from keel.api.app import bind_runtime, build_api
 from keel.gateway.asgi import Receive, Scope, Send, send_error
 from keel.gateway.errors import GatewayError
 from keel.runtime import Runtime
+from keel.traces.ingest import TraceIngest
 from keel.ui import ui_routes
 
 __all__ = ["KeelApp", "build_app"]
@@ -29,12 +30,16 @@ class KeelApp:
     def __init__(self, runtime: Runtime, fallback: Starlette) -> None:
         self.runtime = runtime
         self.fallback = fallback
+        self.traces = TraceIngest(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.runtime.gateway
         if scope["type"] == "http" and gateway is not None:
             path = scope["path"]
-            if path.startswith("/v1/") and not path.startswith("/v1/traces"):
+            if path.startswith("/v1/"):
+                if path.rstrip("/") == "/v1/traces":
+                    await self.traces(scope, receive, send)
+                    return
                 handler = {
                     "/v1/chat/completions": ("POST", gateway.chat),
                     "/v1/embeddings": ("POST", gateway.embeddings),
@@ -57,6 +62,9 @@ class KeelApp:
 
 def build_app(runtime: Runtime) -> KeelApp:
     api = build_api(runtime)
+    runtime.metrics.bind_spans(
+        lambda: runtime.pipeline.pending_spans if runtime.pipeline is not None else 0
+    )
 
     async def healthz(request: Request) -> Response:
         p = runtime.pipeline

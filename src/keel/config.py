@@ -79,6 +79,16 @@ def _header_pairs_text(value: Any) -> str | None:
     return text
 
 
+def _url_list(value: Any) -> tuple[str, ...]:
+    """Comma-separated (or a YAML list of) http(s) URLs."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    urls = tuple(str(u).strip() for u in items if str(u).strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("expected http:// or https:// URLs separated by commas")
+    return urls
+
+
 def _at_least(minimum: float, kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A parser of `kind` that refuses values below `minimum`."""
 
@@ -157,6 +167,38 @@ SETTINGS: tuple[Setting, ...] = (
         64 * 1024,
         int,
         "Cap per stored body; longer bodies are cut and flagged as truncated.",
+    ),
+    Setting(
+        "otlp_max_body_bytes",
+        "KEEL_OTLP_MAX_BODY_BYTES",
+        16 * 1024 * 1024,
+        _at_least(1024, int),
+        "Largest OTLP export body accepted at `/v1/traces`, as sent (compressed); larger "
+        "bodies get 413.",
+    ),
+    Setting(
+        "otlp_max_decompressed_bytes",
+        "KEEL_OTLP_MAX_DECOMPRESSED_BYTES",
+        64 * 1024 * 1024,
+        _at_least(1024, int),
+        "Largest OTLP export body once decompressed; decompression stops there and the export "
+        "gets 413.",
+    ),
+    Setting(
+        "otlp_max_attribute_length",
+        "KEEL_OTLP_MAX_ATTRIBUTE_LENGTH",
+        16 * 1024,
+        _at_least(64, int),
+        "Longest span attribute string kept, in characters; longer values are cut and end "
+        "with `…[truncated]`.",
+    ),
+    Setting(
+        "otlp_max_attributes",
+        "KEEL_OTLP_MAX_ATTRIBUTES",
+        128,
+        _at_least(1, int),
+        "Attributes kept per span, event and link (and items per array value); the rest are "
+        "dropped and counted in `keel.dropped_attributes`.",
     ),
     Setting(
         "wal_max_bytes",
@@ -340,6 +382,54 @@ SETTINGS: tuple[Setting, ...] = (
         "How often each replica reloads the limit policies set through the API (another "
         "replica's change applies within this interval).",
     ),
+    Setting(
+        "alerts_interval_s",
+        "KEEL_ALERTS_INTERVAL_S",
+        15.0,
+        _at_least(0, float),
+        "How often the alert rules are evaluated; 0 turns the evaluator off.",
+    ),
+    Setting(
+        "alerts_timeout_s",
+        "KEEL_ALERTS_TIMEOUT_S",
+        5.0,
+        _at_least(0.001, float),
+        "Timeout of one alert notification POST to a webhook.",
+    ),
+    Setting(
+        "alerts_attempts",
+        "KEEL_ALERTS_ATTEMPTS",
+        3,
+        _at_least(1, int),
+        "Attempts per notification and channel on a connection error, timeout, 5xx or 429 "
+        "(backoff 0.5 s, doubling).",
+    ),
+    Setting(
+        "alerts_budget_webhooks",
+        "KEEL_ALERTS_BUDGET_WEBHOOKS",
+        (),
+        _url_list,
+        "Webhook URLs (comma-separated) that receive budget threshold notices (80% and 100% "
+        "of a budget) as JSON.",
+        secret=True,
+    ),
+    Setting(
+        "alerts_budget_slack",
+        "KEEL_ALERTS_BUDGET_SLACK",
+        (),
+        _url_list,
+        "Slack-compatible incoming-webhook URLs (comma-separated) that receive budget "
+        "threshold notices.",
+        secret=True,
+    ),
+    Setting(
+        "public_url",
+        "KEEL_PUBLIC_URL",
+        None,
+        _str_or_none,
+        "Keel's address as people reach it (e.g. `https://keel.example.com`), linked from "
+        "alert notifications.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -380,6 +470,10 @@ class Settings:
     max_request_bytes: int = 10 * 1024 * 1024
     store_payloads: bool = True
     payload_max_bytes: int = 64 * 1024
+    otlp_max_body_bytes: int = 16 * 1024 * 1024
+    otlp_max_decompressed_bytes: int = 64 * 1024 * 1024
+    otlp_max_attribute_length: int = 16 * 1024
+    otlp_max_attributes: int = 128
     wal_max_bytes: int = 1024 * 1024 * 1024
     wal_segment_bytes: int = 64 * 1024 * 1024
     wal_fsync: str = "batch"
@@ -404,6 +498,12 @@ class Settings:
     limits_default_max_tokens: int = 4096
     limits_redis_timeout_s: float = 0.5
     limits_refresh_s: float = 30.0
+    alerts_interval_s: float = 15.0
+    alerts_timeout_s: float = 5.0
+    alerts_attempts: int = 3
+    alerts_budget_webhooks: tuple[str, ...] = field(default=(), repr=False)
+    alerts_budget_slack: tuple[str, ...] = field(default=(), repr=False)
+    public_url: str | None = None
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     deprecations: tuple[DeprecationConfig, ...] = ()

@@ -115,6 +115,30 @@ class Metrics:
         self.database_up = Gauge(
             "keel_database_up", "1 when the record writer reaches the database.", registry=r
         )
+        self.otlp_exports = Counter(
+            "keel_otlp_exports",
+            "OTLP trace exports received at /v1/traces, by outcome (accepted, partial, "
+            "malformed, too_large, unsupported, unauthorized, unavailable, internal).",
+            ("outcome",),
+            registry=r,
+        )
+        self.otlp_spans_accepted = Counter(
+            "keel_otlp_spans_accepted",
+            "Spans accepted at /v1/traces (in the write-ahead log when the answer went out).",
+            registry=r,
+        )
+        self.otlp_spans_rejected = Counter(
+            "keel_otlp_spans_rejected",
+            "Spans of decoded exports refused at /v1/traces, by reason (invalid: reported in "
+            "partial_success; unavailable: the export got 503).",
+            ("reason",),
+            registry=r,
+        )
+        self.spans_pending = Gauge(
+            "keel_spans_pending",
+            "Spans accepted since start and not yet in the database.",
+            registry=r,
+        )
         self.deprecated_requests = Counter(
             "keel_deprecated_model_requests",
             "Requests that named a model in the deprecation table.",
@@ -137,6 +161,10 @@ class Metrics:
         self.records_written.set_function(written)
         self.records_lost.set_function(lost)
         self.database_up.set_function(db_up)
+
+    def bind_spans(self, pending: Callable[[], float]) -> None:
+        """Read `keel_spans_pending` from `pending()` at each scrape."""
+        self.spans_pending.set_function(pending)
 
     def bind_counters(
         self, read: Callable[[], Iterable[tuple[str, str, tuple[str, ...], float]]]

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from keel.alerts.service import AlertService
 from keel.config import ProviderConfig, Settings, header_pairs
 from keel.controls import Controls
 from keel.costs.pricing import Pricer
@@ -63,6 +64,7 @@ class Runtime:
         self.authenticator: Authenticator | None = None
         self.gateway: Gateway | None = None
         self.prompts: PromptService | None = None
+        self.alerts: AlertService | None = None
         self._client: UpstreamClient | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -130,6 +132,8 @@ class Runtime:
             cache=self.controls.cache,
             limits=self.controls.limit_step,
         )
+        self.alerts = AlertService.from_settings(self.db, s)
+        await self.alerts.start()
         # Everything loaded so far (price book, tokenizer tables, modules) lives as long as the
         # process: move it out of the collector's sight so full collections stop rescanning it
         # on the request path.
@@ -155,6 +159,8 @@ class Runtime:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self.alerts is not None:
+            await self.alerts.stop()
         await self.controls.stop()
         if self._client is not None:
             await self._client.close()

@@ -31,6 +31,9 @@ def run(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request's full URL at INFO, and some URLs Keel calls are secrets (a Slack
+    # webhook's path is its token, a collector URL may carry credentials): warnings only.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.admin_key is None:
         if not is_loopback(settings.host):
             sys.stderr.write(

@@ -266,7 +266,7 @@ async def test_fail_model_and_unknown_model(mock: Provider, ctx: CallContext) ->
         await mock.chat({**HELLO, "model": "fail"}, ctx)
     assert caught.value.status == 502
     with pytest.raises(UpstreamError) as caught:
-        await mock.chat({**HELLO, "model": "gpt-4o"}, ctx)
+        await mock.chat({**HELLO, "model": "gpt-7"}, ctx)  # no price book model either
     assert caught.value.status == 404
     assert "echo" in caught.value.message
 

@@ -196,13 +196,18 @@ def test_get_prompt_uses_the_environment(
 
 
 def test_importing_the_sdk_loads_no_server_stack() -> None:
+    server = "('fastapi', 'sqlalchemy', 'uvicorn', 'starlette', 'alembic', 'asyncpg', 'aiosqlite')"
+    loaded = f"sorted(m for m in {server} if m in sys.modules)"
     code = (
         "import json, sys, keel.sdk; "
-        "print(json.dumps(sorted(m for m in ('fastapi', 'sqlalchemy', 'uvicorn', 'starlette', "
-        "'alembic', 'asyncpg', 'aiosqlite') if m in sys.modules)))"
+        f"before = {loaded}; otel = 'opentelemetry' in sys.modules; "
+        # tracing, used in full (OpenAI instrumentation included), still loads no server code
+        "keel.sdk.init('http://127.0.0.1:9', set_global=False, sample_rate=0.0); "
+        "keel.sdk.observe(lambda: 1)(); keel.sdk.flush(); "
+        f"print(json.dumps([before, otel, {loaded}, 'openai' in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == []
+    assert json.loads(out.stdout) == [[], False, [], True]
 
 
 def test_public_names() -> None:
@@ -213,5 +218,14 @@ def test_public_names() -> None:
         "PromptClient",
         "PromptNotFound",
         "PromptUnavailable",
+        "context",
+        "flush",
         "get_prompt",
+        "init",
+        "instrument_openai",
+        "observe",
+        "shutdown",
+        "uninstrument_openai",
     ]
+    for name in keel.sdk.__all__:
+        assert getattr(keel.sdk, name) is not None

@@ -49,7 +49,7 @@ def admin_headers() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def keel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelProcess]:
     proc = KeelProcess(tmp_path_factory.mktemp("keel-ui"), env={"KEEL_ADMIN_KEY": ADMIN_KEY})
-    proc.start()
+    proc.start(timeout=60)  # a busy 2-core machine can take a while to import and migrate
     yield proc
     proc.stop()
 

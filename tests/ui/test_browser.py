@@ -86,7 +86,7 @@ def test_login_and_home(watched: Watched, keel: KeelProcess, seeded: None) -> No
     assert watched.page.url.startswith(f"{keel.url}/login?next=")
     log_in(watched, keel.url)
     watched.goto(f"{keel.url}/")
-    assert watched.page.inner_text("h1") == "Keel is running"
+    assert watched.page.inner_text("h1") == "Overview"
     token = watched.page.get_attribute('meta[name="keel-token"]', "content")
     assert token is not None and token.startswith("keel-ui.")
     watched.screenshot("home")

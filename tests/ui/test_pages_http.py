@@ -14,7 +14,13 @@ from tests.ui.conftest import ADMIN_KEY, CSP
 pytestmark = pytest.mark.slow
 
 PAGES = ["/", "/prompts", "/playground", "/prompts/nope"]
-STATIC = ["/static/keel.css", "/static/keel.js", "/static/playground.js", "/static/prompt.js"]
+STATIC = [
+    "/static/keel.css",
+    "/static/keel.js",
+    "/static/playground.js",
+    "/static/prompt.js",
+    "/static/costs.js",
+]
 
 
 def _secure(resp: httpx.Response) -> None:
@@ -114,7 +120,7 @@ def test_page_token_is_an_admin_bearer_token(client: httpx.Client) -> None:
 
 
 def test_open_mode_needs_no_login(tmp_path: Path) -> None:
-    proc = KeelProcess(tmp_path / "open").start()
+    proc = KeelProcess(tmp_path / "open").start(timeout=60)
     try:
         with httpx.Client(base_url=proc.url, timeout=10) as c:
             for path in ["/", "/prompts", "/playground"]:

@@ -10,7 +10,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keel import __version__
-from keel.api import circuits, keys, limits, prompts, requests
+from keel.api import (
+    alerts,
+    circuits,
+    costs,
+    keys,
+    limits,
+    metrics,
+    prompts,
+    requests,
+    scores,
+    traces,
+)
 from keel.api.auth import ApiError, api_error_handler
 from keel.gateway.errors import error_body
 from keel.runtime import Runtime
@@ -41,6 +52,11 @@ def build_api(runtime: Runtime) -> FastAPI:
     api.include_router(prompts.router)
     api.include_router(limits.router)
     api.include_router(circuits.router)
+    api.include_router(alerts.router)
+    api.include_router(traces.router)
+    api.include_router(scores.router)
+    api.include_router(metrics.router)
+    api.include_router(costs.router)
     api.add_exception_handler(ApiError, api_error_handler)
     api.add_exception_handler(RequestValidationError, _validation_handler)
 
@@ -57,3 +73,4 @@ def bind_runtime(api: FastAPI, runtime: Runtime) -> None:
     api.state.limit_policies = runtime.controls.policies
     api.state.budgets = runtime.controls.budgets
     api.state.revocations = runtime.controls.revocations
+    api.state.alerts = runtime.alerts

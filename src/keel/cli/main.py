@@ -5,10 +5,13 @@ from __future__ import annotations
 import click
 
 from keel import __version__
+from keel.cli.alerts import alerts_group
 from keel.cli.client import DEFAULT_URL, KeelClient
+from keel.cli.demo import demo
 from keel.cli.keys import keys_group
 from keel.cli.limits import limits_group
 from keel.cli.prompts import prompts_group
+from keel.cli.traces import traces_group
 from keel.config import ConfigError, load_settings
 
 __all__ = ["cli", "main"]
@@ -64,6 +67,9 @@ def serve(host: str | None, port: int | None, config: str | None, data_dir: str 
 cli.add_command(keys_group)
 cli.add_command(prompts_group)
 cli.add_command(limits_group)
+cli.add_command(demo)
+cli.add_command(alerts_group)
+cli.add_command(traces_group)
 
 
 def main() -> None:

@@ -9,6 +9,11 @@ The price book is the snapshot shipped inside the genai-prices package; it is ne
 the network. Prices with effective dates apply by the request's time. A model or provider the book
 does not know costs `None` ("unknown"), never 0. Pricing never raises.
 
+The offline `mock` provider (price provider id `mock`) is free, except for the book's own models
+it stands in for: `mock_model_kind` names them (`gpt-4o-mini`, `claude-sonnet-4-5`, or
+`<book provider>/<model>` such as `openai/text-embedding-3-small`), and they cost that model's
+list price on the mock's token counts, so a demo without config shows real costs.
+
 Speed: the model look-up is cached per (model, provider id), and the token arithmetic runs on the
 rates read from the book's own price entries (same decomposition and tiers as genai-prices, whose
 general calculator costs about 150 µs a call). Entries this shortcut does not cover (per-request
@@ -27,14 +32,15 @@ from typing import Any, Literal
 
 from keel.providers.base import Usage
 
-__all__ = ["Cost", "CostSource", "Pricer"]
+__all__ = ["Cost", "CostSource", "MockKind", "Pricer", "mock_model_kind"]
 
 logger = logging.getLogger("keel.costs")
 
 CostSource = Literal["price-book", "override", "free", "unknown"]
+MockKind = Literal["chat", "embedding"]
 
 _PER_MTOK = 1_000_000
-_FREE_PROVIDERS = frozenset({"mock"})
+_MOCK = "mock"  # the offline provider's price provider id
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +231,36 @@ def _book_usd(counts: _Counts, model: str, provider_id: str | None, at: datetime
         return None
 
 
+def _mock_ref(name: str) -> tuple[str, str | None]:
+    """The book's (model, provider id) a mock model name stands for: `gpt-4o` or `openai/gpt-4o`."""
+    provider_id, sep, model = name.partition("/")
+    return (model, provider_id) if sep else (name, None)
+
+
+@lru_cache(maxsize=1024)  # bounded: names come from clients
+def mock_model_kind(name: str) -> MockKind | None:
+    """What the mock provider serves `name` as, by the price book; None when it is not the book's.
+
+    The name is resolved as genai-prices resolves a model without a provider (each provider's
+    own pattern: `gpt-4o-mini`, `claude-sonnet-4-5`, `gemini-2.5-flash`, dated names too), or as
+    `<book provider>/<model>` for a model no pattern claims (`openai/text-embedding-3-small`).
+    Its current price entry decides the kind: input and output token rates make a chat model,
+    an input rate alone an embedding model; anything else (audio, images) is neither.
+    """
+    model, provider_id = _mock_ref(name)
+    found = _resolve(model, provider_id)
+    if found is None:
+        return None
+    try:
+        prices = found[1].get_prices(datetime.now(UTC))
+    except Exception:
+        logger.debug("no current price for %r", name, exc_info=True)
+        return None
+    if prices.input_mtok is None:
+        return None
+    return "embedding" if prices.output_mtok is None else "chat"
+
+
 class Pricer:
     """Prices calls: an override by exact model name wins, then the bundled price book."""
 
@@ -253,9 +289,12 @@ class Pricer:
         rates = self._overrides.get(model)
         if rates is not None:
             return Cost(_override_usd(counts, rates), estimated, "override")
-        if provider_id in _FREE_PROVIDERS:
-            return Cost(0.0, estimated, "free")
-        usd = _book_usd(counts, model, provider_id, at or datetime.now(UTC))
+        book_model, book_provider = model, provider_id
+        if provider_id == _MOCK:
+            if mock_model_kind(model) is None:  # echo, embed, fail: the mock's own, free
+                return Cost(0.0, estimated, "free")
+            book_model, book_provider = _mock_ref(model)  # a stand-in: the model's list price
+        usd = _book_usd(counts, book_model, book_provider, at or datetime.now(UTC))
         if usd is None:
             return Cost(None, estimated, "unknown")
         return Cost(usd, estimated, "price-book")

@@ -14,11 +14,9 @@ from typing import Any
 from keel.config import ModelConfig
 from keel.gateway.errors import GatewayError
 from keel.providers.base import Provider
+from keel.providers.mock import LISTED_MODELS
 
 __all__ = ["ModelRoute", "ModelRouter", "Target"]
-
-# Models the built-in mock provider answers, listed so a newcomer sees them in GET /v1/models.
-_MOCK_MODELS = ("echo", "embed", "fail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +97,8 @@ class ModelRouter:
         names = list(self._public)
         for pname, provider in self._providers.items():
             listed = provider.config.options.get("models")
-            if provider.config.type == "mock":
-                listed = list(_MOCK_MODELS)
+            if provider.config.type == "mock":  # its own models and the demo's stand-ins
+                listed = list(LISTED_MODELS)
             if isinstance(listed, list):
                 names += [f"{pname}/{m}" for m in listed]
         return [{"id": n, "object": "model", "created": created, "owned_by": "keel"} for n in names]

@@ -11,6 +11,12 @@ always works. Models, as clients address them:
 - `mock/fail`: always fails with 502.
 - `mock/embed` (and `mock/echo`) for embeddings: 8-dimension unit vectors derived from the
   sha256 of each input, so equal inputs get equal vectors.
+- `mock/<model>` for a model of the bundled price book (`mock/gpt-4o-mini`,
+  `mock/claude-sonnet-4-5`, `mock/openai/text-embedding-3-small`; the rule is
+  `keel.costs.pricing.mock_model_kind`): a chat model answers exactly like `mock/echo`, an
+  embedding model like `mock/embed`, and the call costs that model's list price on the mock's
+  token counts, so a demo without config shows real costs. Any other name is a 404, so a typo
+  never silently succeeds. `mock/echo`, `mock/embed` and `mock/fail` stay free.
 
 Token counts are deterministic: the tokens of a text are its whitespace-separated words
 (`len(text.split())`). input_tokens is the sum over all messages' text; output_tokens the words
@@ -41,15 +47,39 @@ from typing import Any
 import orjson
 
 from keel.config import ConfigError, ProviderConfig
+from keel.costs.pricing import MockKind, mock_model_kind
 from keel.providers.base import CallContext, ChatResult, EmbeddingResult, UpstreamError, Usage
 from keel.providers.http import DONE_FRAME, asked_usage, sse_frame, timeout_error
 from keel.providers.registry import ProviderRegistry
 
-__all__ = ["DEFAULT_CONFIG", "MockProvider", "MockStream", "count_tokens", "register"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "LISTED_MODELS",
+    "MockProvider",
+    "MockStream",
+    "count_tokens",
+    "register",
+]
 
 DEFAULT_CONFIG = ProviderConfig(name="mock", type="mock")
 _CHAT_MODELS = ("echo", "fail")
 _EMBEDDING_MODELS = ("embed", "echo", "fail")
+# What GET /v1/models lists for a mock provider: its own models, then the price-book stand-ins
+# that `keel demo` calls (the mock serves every book model; listing the whole book helps no one).
+LISTED_MODELS = (
+    "echo",
+    "embed",
+    "fail",
+    "gpt-4o-mini",
+    "gpt-4o",
+    "claude-haiku-4-5",
+    "claude-sonnet-4-5",
+    "openai/text-embedding-3-small",
+)
+_BOOK_EXAMPLES: dict[MockKind, str] = {
+    "chat": "gpt-4o-mini, claude-sonnet-4-5",
+    "embedding": "openai/text-embedding-3-small",
+}
 _FAILURES = ("429", "500", "timeout", "midstream")
 _PIECE = re.compile(r"\s*\S+\s*")  # a word with the whitespace around it: pieces add up to the text
 
@@ -269,7 +299,8 @@ class MockProvider:
         self._random = random.Random(options.get("seed", 0))
 
     def price_provider_id(self) -> str | None:
-        return "mock"  # the cost layer prices provider `mock` at 0.0
+        # the cost layer prices `mock` at 0.0, except the book models it stands in for
+        return "mock"
 
     def _knobs(self, ctx: CallContext) -> _Knobs:
         headers = ctx.client_headers
@@ -288,14 +319,16 @@ class MockProvider:
         return _Knobs(latency, delay, fail)
 
     async def _begin(
-        self, body: Mapping[str, Any], ctx: CallContext, models: tuple[str, ...]
+        self, body: Mapping[str, Any], ctx: CallContext, models: tuple[str, ...], kind: MockKind
     ) -> tuple[str, _Knobs]:
         """Check the model, wait the latency, then fail as the knobs say; return model and knobs."""
         model = body.get("model")
-        if model not in models:
+        if model not in models and not (isinstance(model, str) and mock_model_kind(model) == kind):
             raise UpstreamError(
                 404,
-                f"the mock provider has no model {model!r}; try one of {', '.join(models)}",
+                f"the mock provider has no {kind} model {model!r}; try one of "
+                f"{', '.join(models)}, or a {kind} model of the price book "
+                f"({_BOOK_EXAMPLES[kind]})",
                 type="not_found_error",
             )
         knobs = self._knobs(ctx)
@@ -328,7 +361,7 @@ class MockProvider:
             )
 
     async def chat(self, body: dict[str, Any], ctx: CallContext) -> ChatResult:
-        model, knobs = await self._begin(body, ctx, _CHAT_MODELS)
+        model, knobs = await self._begin(body, ctx, _CHAT_MODELS, "chat")
         if knobs.fail == "midstream":  # a plain answer that breaks is a broken answer
             raise UpstreamError(502, "the mock answer broke (x-mock-fail: midstream)")
         answer = _answer(body)
@@ -340,7 +373,7 @@ class MockProvider:
         )
 
     async def stream_chat(self, body: dict[str, Any], ctx: CallContext) -> MockStream:
-        model, knobs = await self._begin(body, ctx, _CHAT_MODELS)
+        model, knobs = await self._begin(body, ctx, _CHAT_MODELS, "chat")
         answer = _answer(body)
         with_usage = asked_usage(body)
         chunks = _chunks(model, answer, ctx, with_usage)
@@ -350,7 +383,7 @@ class MockProvider:
         return MockStream(model, chunks, answer.usage, knobs.chunk_delay, fail_at)
 
     async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> EmbeddingResult:
-        model, _knobs = await self._begin(body, ctx, _EMBEDDING_MODELS)
+        model, _knobs = await self._begin(body, ctx, _EMBEDDING_MODELS, "embedding")
         inputs = _inputs(body.get("input"))
         as_base64 = body.get("encoding_format") == "base64"
         data = [

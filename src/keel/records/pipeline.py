@@ -6,6 +6,12 @@ forever (the log holds the records meanwhile), and only a row the database rejec
 goes to `wal/rejected.jsonl`. A stream's stub (final=False) is held in memory until its final
 record arrives, and the checkpoint stays before it, so a crash re-reads it; a stub that never
 gets its final (Keel stopped, or 15 minutes passed) is written as an interrupted call.
+
+Log entries: a request record is a JSON object; a batch of spans is a JSON array. Spans are
+logged as rows, `[2, [trace_id, span_id, ...], ...]` (format 2: the values in
+`keel.storage.spans_repo.SPAN_COLUMNS` order, JSON columns as JSON text), so the writer hands
+them to the database as they come out of the log. Entries of Keel versions before format 2 (an
+array of span objects) still replay.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from keel.records.span import SpanRecord
 from keel.records.wal import Entry, LogFullError, WriteAheadLog
 from keel.storage.batch import Row, write_batch
 from keel.storage.database import Database
+from keel.storage.spans_repo import SPAN_COLUMNS, SpanRow, row_dict, span_row
 
 __all__ = ["INTERRUPTED_ERROR", "LogFullError", "RecordPipeline"]
 
@@ -37,6 +44,8 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED_ERROR = "interrupted: Keel stopped before the call finished"
 _DATA_ERROR_RETRIES = 3  # whole-batch attempts before looking for the row the database rejects
+SPAN_ROWS = 2  # the format marker of a span entry: [SPAN_ROWS, row, row, ...]
+_BATCH_BYTES = 16 << 20  # log bytes per writer batch (about 16,000 spans), whatever the entries
 
 
 @dataclass(slots=True)
@@ -86,9 +95,11 @@ class RecordPipeline:
         self._appended = 0  # entries in the log at start plus entries submitted since
         self._settled = 0  # entries whose record is in the database (or rejected, or superseded)
         self._batch_settled = 0  # entries the batch being written will settle
+        self._batch_spans = 0  # spans of this run the batch being written will settle
+        self._entry_bytes = 0.0  # the average size of the entries read lately
         self._written = 0
         self._spans_submitted = 0  # spans appended since start
-        self._spans_settled = 0  # spans (of any run) written or rejected since start
+        self._spans_settled = 0  # spans submitted since start that are written or rejected
         self._lost = 0
         self._rejected = 0
         self._db_up = True
@@ -117,7 +128,7 @@ class RecordPipeline:
     @property
     def pending_spans(self) -> int:
         """Spans accepted since start and not yet in the database (replayed ones excluded)."""
-        return max(0, self._spans_submitted - self._spans_settled)
+        return self._spans_submitted - self._spans_settled
 
     @property
     def lost_records(self) -> int:
@@ -206,11 +217,16 @@ class RecordPipeline:
         Unlike `submit`, every failure raises: an OTLP export is acknowledged only once its
         spans are in the log, and the exporter retries what was refused.
         """
-        if not spans:
+        self.submit_span_rows([span_row(s) for s in spans])
+
+    def submit_span_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """`submit_spans` for spans already made rows (keel.storage.spans_repo.span_row)."""
+        if not rows:
             return
-        self._wal.append(orjson.dumps(spans))  # a JSON array: request records are objects
+        # A JSON array (request records are objects) led by the format marker.
+        self._wal.append(orjson.dumps([SPAN_ROWS, *rows]))
         self._appended += 1
-        self._spans_submitted += len(spans)
+        self._spans_submitted += len(rows)
         self._wake.set()
 
     def has_room(self, reserve: int = 1 << 20) -> bool:
@@ -247,8 +263,16 @@ class RecordPipeline:
     async def _step(self) -> bool:
         """Move one batch from the log to the database; True when the log had nothing new."""
         self._wake.clear()  # before reading, so a submit during the read is not missed
-        self._batch_settled = 0
-        entries, resume = await asyncio.to_thread(self._wal.read, self._read_pos, self._batch_size)
+        self._batch_settled = self._batch_spans = 0
+        # As many entries as fit the batch's bytes: a span entry may hold thousands of spans,
+        # and one transaction of a thousand of them would be a gigabyte of rows.
+        limit = self._batch_size
+        if self._entry_bytes:
+            limit = max(1, min(limit, int(_BATCH_BYTES / self._entry_bytes)))
+        entries, resume = await asyncio.to_thread(self._wal.read, self._read_pos, limit)
+        if entries:
+            size = sum(len(payload) for payload, _ in entries) / len(entries)
+            self._entry_bytes = size if not self._entry_bytes else (self._entry_bytes + size) / 2
         rows = self._absorb(entries)
         if self._replaying and resume >= self._replay_end:
             self._end_replay(rows)
@@ -256,23 +280,27 @@ class RecordPipeline:
         if rows:
             await self._write(list(rows.values()))
         self._settled += self._batch_settled
-        self._batch_settled = 0
+        self._spans_settled += self._batch_spans
+        self._batch_settled = self._batch_spans = 0
         self._read_pos = resume
         await self._checkpoint()
-        self._backlogged = len(entries) >= self._batch_size  # more waiting: no pause
+        self._backlogged = len(entries) >= limit  # more waiting: no pause
         return not entries
 
-    def _absorb(self, entries: list[Entry]) -> dict[str, Row]:
+    def _absorb(self, entries: list[Entry]) -> dict[_Key, Row]:
         """Rows to write for these entries; stubs go to the open-stub map instead."""
-        rows: dict[str, Row] = {}
+        rows: dict[_Key, Row] = {}
         start, now = self._read_pos, time.monotonic()
         for payload, after in entries:
             if self._replaying and start >= self._replay_end:
                 self._end_replay(rows)
             if payload[:1] == b"[":
-                for span in self._decode_spans(payload):
-                    rows.setdefault(f"{span.trace_id}:{span.span_id}", span)
+                spans, count = self._decode_spans(payload)
+                for span in spans:
+                    rows.setdefault((span[0], span[1]), span)  # the first copy wins
                 self._batch_settled += 1
+                if start >= self._replay_end:  # submitted by this run: pending_spans counts it
+                    self._batch_spans += count
                 start = after
                 continue
             record = self._decode(payload)
@@ -301,21 +329,38 @@ class RecordPipeline:
             self._reject({"payload": payload.decode("utf-8", "replace")}, exc)
             return None
 
-    def _decode_spans(self, payload: bytes) -> list[SpanRecord]:
+    def _decode_spans(self, payload: bytes) -> tuple[list[SpanRow], int]:
+        """The rows of a span entry, and how many spans it holds (rejected ones included)."""
         try:
             items = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             self._reject({"payload": payload.decode("utf-8", "replace")}, exc)
-            return []
-        spans = []
+            return [], 0
+        if not items or isinstance(items[0], dict):  # before format 2: span objects
+            return self._decode_span_objects(items), len(items)
+        if items[0] != SPAN_ROWS:  # a later Keel's format; it never returns to an older one
+            unknown = ValueError(f"unknown span entry format {str(items[0])[:20]!r}")
+            self._reject({"payload": payload.decode("utf-8", "replace")}, unknown)
+            return [], len(items) - 1
+        rows: list[SpanRow] = []
+        width = len(SPAN_COLUMNS)
+        for item in items[1:]:
+            if type(item) is list and len(item) == width:
+                rows.append(item)
+            else:
+                self._reject({"span": item}, ValueError(f"a span row has {width} values"))
+        return rows, len(items) - 1
+
+    def _decode_span_objects(self, items: list[Any]) -> list[SpanRow]:
+        rows: list[SpanRow] = []
         for item in items:
             try:
-                spans.append(SpanRecord.from_dict(item))
-            except (TypeError, ValueError, AttributeError) as exc:
+                rows.append(span_row(SpanRecord.from_dict(item)))
+            except (TypeError, ValueError, AttributeError, orjson.JSONEncodeError) as exc:
                 self._reject({"span": item}, exc)
-        return spans
+        return rows
 
-    def _end_replay(self, rows: dict[str, Row]) -> None:
+    def _end_replay(self, rows: dict[_Key, Row]) -> None:
         # Every stub still open here was written by the previous run, which cannot finish it.
         self._replaying = False
         for stub in self._stubs.values():
@@ -323,7 +368,7 @@ class RecordPipeline:
         self._batch_settled += len(self._stubs)
         self._stubs.clear()
 
-    def _expire_stubs(self, rows: dict[str, Row]) -> None:
+    def _expire_stubs(self, rows: dict[_Key, Row]) -> None:
         deadline = time.monotonic() - self._stub_timeout
         while self._stubs:
             key, stub = next(iter(self._stubs.items()))
@@ -372,9 +417,7 @@ class RecordPipeline:
                 await asyncio.sleep(delay)
 
     def _count_written(self, rows: Sequence[Row]) -> None:
-        for row in rows:
-            self._written += 1
-            self._spans_settled += isinstance(row, SpanRecord)
+        self._written += len(rows)
         if self._on_written is not None:
             try:
                 self._on_written(rows)
@@ -391,8 +434,7 @@ class RecordPipeline:
             except Exception as exc:
                 if not _is_data_error(exc):
                     raise
-                self._reject(record.to_dict(), exc)
-                self._spans_settled += isinstance(record, SpanRecord)
+                self._reject(_reject_item(record), exc)
             else:
                 self._count_written([record])
             remaining.popleft()
@@ -427,6 +469,19 @@ class RecordPipeline:
             os.fsync(file.fileno())  # after the checkpoint moves, this is the only copy
         self._rejected += 1
         log.error("record rejected, moved to %s: %s", self._dir / "rejected.jsonl", reason)
+
+
+_Key = str | tuple[str, str]  # a request record's id, a span's (trace_id, span_id)
+
+
+def _reject_item(row: Row) -> dict[str, Any]:
+    """What rejected.jsonl keeps of a row the database refused."""
+    if isinstance(row, RequestRecord | SpanRecord):
+        return row.to_dict()
+    try:
+        return row_dict(row)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        return {"span": list(row)}
 
 
 def _interrupted(stub: RequestRecord) -> RequestRecord:

@@ -1,5 +1,10 @@
 """Writes of span records (the `spans` table); reads live with the trace queries.
 
+The writer handles spans as rows: a tuple of the table's values in `SPAN_COLUMNS` order, the
+JSON columns (tags, attributes, events) already encoded as JSON text. That is what the record
+pipeline logs and what SQLite takes, so a span is never rebuilt as an object on its way to the
+database.
+
 Idempotent by (trace_id, span_id): the first copy of a span wins, so an exporter's retry and the
 record pipeline's replay never duplicate or rewrite one.
 """
@@ -12,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Insert
+from sqlalchemy import Insert, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,40 +25,171 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from keel.records.span import SpanRecord
 from keel.storage.tables import spans
 
-__all__ = ["insert_spans"]
+__all__ = [
+    "SPAN_COLUMNS",
+    "SpanRow",
+    "insert_spans",
+    "is_counted_row",
+    "rollup_view",
+    "row_dict",
+    "span_row",
+]
 
-_COLUMNS = tuple(c.name for c in spans.columns)
-_JSON_COLUMNS = frozenset(c.name for c in spans.columns if isinstance(c.type, JSON))
+# The layout of a span row, and of the rows the record pipeline logs (format version 2): a
+# logged row must keep meaning the same, so this list is spelled out rather than read from the
+# table. A new column means a new log format version (tests/records/test_span_rows.py checks).
+SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "service",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "status",
+    "error",
+    "provider",
+    "model",
+    "response_model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "cost_estimated",
+    "ttft_ms",
+    "customer",
+    "session_id",
+    "pipeline",
+    "tags",
+    "prompt_name",
+    "prompt_version",
+    "counted",
+    "input",
+    "output",
+    "attributes",
+    "events",
+)
+JSON_COLUMNS = ("tags", "attributes", "events")
+_INDEX = {name: i for i, name in enumerate(SPAN_COLUMNS)}
+_JSON_POSITIONS = tuple(_INDEX[name] for name in JSON_COLUMNS)
+_KIND, _COUNTED = _INDEX["kind"], _INDEX["counted"]
+_COUNTED_KINDS = frozenset({"llm", "embedding"})  # keel.analytics.rollups.COUNTED_KINDS
+
+SpanRow = tuple[Any, ...] | list[Any]  # a tuple when made here, a list when read from the log
 
 
-async def insert_spans(conn: AsyncConnection, dialect: str, records: Sequence[SpanRecord]) -> None:
-    """Insert the spans not yet stored, within the caller's transaction."""
-    if not records:
+def span_row(record: SpanRecord) -> tuple[Any, ...]:
+    """The row of a span record."""
+    dumps = orjson.dumps
+    return (
+        record.trace_id,
+        record.span_id,
+        record.parent_span_id,
+        record.name,
+        record.kind,
+        record.service,
+        record.start_time,
+        record.end_time,
+        record.duration_ms,
+        record.status,
+        record.error,
+        record.provider,
+        record.model,
+        record.response_model,
+        record.input_tokens,
+        record.output_tokens,
+        record.cached_tokens,
+        record.reasoning_tokens,
+        record.cost_usd,
+        record.cost_estimated,
+        record.ttft_ms,
+        record.customer,
+        record.session_id,
+        record.pipeline,
+        dumps(record.tags).decode(),
+        record.prompt_name,
+        record.prompt_version,
+        record.counted,
+        record.input,
+        record.output,
+        dumps(record.attributes).decode(),
+        dumps(record.events).decode(),
+    )
+
+
+def row_dict(row: SpanRow) -> dict[str, Any]:
+    """The row by column name, JSON columns decoded (raises ValueError for a malformed row)."""
+    if len(row) != len(SPAN_COLUMNS):
+        raise ValueError(f"a span row has {len(SPAN_COLUMNS)} values, not {len(row)}")
+    values = dict(zip(SPAN_COLUMNS, row, strict=True))
+    for name in JSON_COLUMNS:
+        values[name] = orjson.loads(values[name])
+    return values
+
+
+def is_counted_row(row: SpanRow) -> bool:
+    """The span counts as a call in the analytics (keel.analytics.rollups.is_counted_span)."""
+    return bool(row[_COUNTED]) and row[_KIND] in _COUNTED_KINDS
+
+
+def rollup_view(row: SpanRow) -> SpanRecord:
+    """The span as a record with the fields the rollups read; payloads, attributes and events
+    are left out (the rollups never read them, and decoding them costs)."""
+    v = row
+    return SpanRecord(
+        trace_id=v[0],
+        span_id=v[1],
+        parent_span_id=v[2],
+        name=v[3],
+        kind=v[4],
+        service=v[5],
+        start_time=v[6],
+        end_time=v[7],
+        status=v[9],
+        error=v[10],
+        provider=v[11],
+        model=v[12],
+        response_model=v[13],
+        input_tokens=v[14],
+        output_tokens=v[15],
+        cached_tokens=v[16],
+        reasoning_tokens=v[17],
+        cost_usd=v[18],
+        cost_estimated=bool(v[19]),
+        ttft_ms=v[20],
+        customer=v[21],
+        session_id=v[22],
+        pipeline=v[23],
+        tags=orjson.loads(v[24]),
+        prompt_name=v[25],
+        prompt_version=v[26],
+        counted=bool(v[27]),
+    )
+
+
+async def insert_spans(
+    conn: AsyncConnection, dialect: str, spans_or_rows: Sequence[SpanRow | SpanRecord]
+) -> None:
+    """Insert the spans (rows, or records) not yet stored, within the caller's transaction."""
+    if not spans_or_rows:
         return
+    rows = [span_row(r) if isinstance(r, SpanRecord) else r for r in spans_or_rows]
     if dialect == "sqlite":
-        # Tuples straight to the driver, as for request records: SQLAlchemy's per-row
-        # parameter processing costs more than SQLite's insert.
+        # The rows straight to the driver: SQLAlchemy's per-row parameter processing costs more
+        # than SQLite's insert, and the rows are already in the statement's order.
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        sql, names = _sqlite_statement()
-        rows = [tuple(_sqlite_value(n, _value(r, n)) for n in names) for r in records]
+        sql = _sqlite_statement()
         try:
             await driver.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
         return
-    await conn.execute(_insert(dialect), [{n: _value(r, n) for n in _COLUMNS} for r in records])
-
-
-def _value(record: SpanRecord, name: str) -> Any:
-    return record.duration_ms if name == "duration_ms" else getattr(record, name)
-
-
-def _sqlite_value(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS:
-        return orjson.dumps(value).decode()
-    return int(value) if isinstance(value, bool) else value
+    await conn.execute(_insert(dialect), [row_dict(r) for r in rows])
 
 
 @functools.lru_cache(maxsize=2)
@@ -63,7 +199,9 @@ def _insert(dialect: str) -> Insert:
 
 
 @functools.lru_cache(maxsize=1)
-def _sqlite_statement() -> tuple[str, tuple[str, ...]]:
-    compiled = _insert("sqlite").compile(dialect=sqlite.dialect())
+def _sqlite_statement() -> str:
+    stmt = _insert("sqlite").values({n: bindparam(n) for n in SPAN_COLUMNS})
+    compiled = stmt.compile(dialect=sqlite.dialect())
     assert compiled.positiontup is not None
-    return str(compiled), tuple(compiled.positiontup)
+    assert tuple(compiled.positiontup) == SPAN_COLUMNS
+    return str(compiled)

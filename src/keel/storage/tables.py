@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = [
@@ -257,6 +258,19 @@ spans = Table(
     Column("events", JSON, nullable=False),
     Index("ix_spans_start_time", "start_time"),
     Index("ix_spans_session_start", "session_id", "start_time"),
+    # r0005: the spans that count as calls (raw analytics queries), and root spans (trace list)
+    Index(
+        "ix_spans_counted_start",
+        "start_time",
+        sqlite_where=text("counted = 1 AND kind IN ('llm', 'embedding')"),
+        postgresql_where=text("counted AND kind IN ('llm', 'embedding')"),
+    ),
+    Index(
+        "ix_spans_root_start",
+        "start_time",
+        sqlite_where=text("parent_span_id IS NULL"),
+        postgresql_where=text("parent_span_id IS NULL"),
+    ),
 )
 
 # Scores judge a trace or one span in it: a number, a boolean (stored as 0/1) or a label.
@@ -276,6 +290,7 @@ scores = Table(
     Column("created_at", Double, nullable=False),
     Index("ix_scores_trace", "trace_id"),
     Index("ix_scores_name_created", "name", "created_at"),
+    Index("ix_scores_created", "created_at"),  # r0005
 )
 
 alert_rules = Table(
@@ -359,4 +374,5 @@ rollups = Table(
     *_histogram("lat_"),
     *_histogram("ttft_"),
     Index("ix_rollups_dimension", "grain", "dimension", "bucket"),
+    Index("ix_rollups_value", "grain", "dimension", "value", "bucket"),  # r0005: top-n reads
 )

@@ -15,10 +15,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from keel.runtime import Runtime
-from keel.ui.pages import AccountPages, home
+from keel.ui.alerts_page import AlertsPage
+from keel.ui.costs import CostsPage
+from keel.ui.overview import OverviewPage
+from keel.ui.pages import AccountPages
 from keel.ui.prompts import PromptPages
+from keel.ui.requests import RequestPages
 from keel.ui.session import Sessions, login_url
 from keel.ui.templating import Endpoint, SecurityHeaders, page, redirect
+from keel.ui.traces import TracePages
 
 __all__ = ["ui_routes"]
 
@@ -44,12 +49,22 @@ def ui_routes(runtime: Runtime) -> list[BaseRoute]:
     sessions = Sessions(runtime.settings.admin_key)
     account = AccountPages(sessions)
     prompts = PromptPages(runtime)
+    requests = RequestPages(runtime)
+    traces = TracePages(runtime)
 
     def guarded(path: str, endpoint: Endpoint) -> Route:
         return Route(path, _guarded(sessions, endpoint), methods=["GET"])
 
     return [
-        guarded("/", home),
+        guarded("/", OverviewPage(runtime).overview),
+        guarded("/requests", requests.list),
+        guarded("/requests/{id}", requests.detail),
+        guarded("/traces", traces.list),
+        guarded("/traces/{trace_id}", traces.detail),
+        guarded("/sessions", traces.sessions),
+        guarded("/sessions/{session_id}", traces.session),
+        guarded("/costs", CostsPage(runtime).costs),
+        guarded("/alerts", AlertsPage(runtime).alerts),
         Route("/login", page(account.login), methods=["GET", "POST"]),
         Route("/logout", page(account.logout), methods=["POST"]),
         guarded("/prompts", prompts.list),

@@ -1,4 +1,4 @@
-"""The pages outside any one area: home, login and logout."""
+"""The pages outside any one area: login and logout."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keel import __version__
 from keel.ui.session import Sessions, safe_next, same_origin
 from keel.ui.templating import redirect, render
 
-__all__ = ["AccountPages", "home"]
+__all__ = ["AccountPages"]
 
 _MAX_FORM_BYTES = 8192
 
@@ -30,11 +29,6 @@ async def _small_form(request: Request) -> dict[str, str]:
             return {}
     fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
     return {name: values[0] for name, values in fields.items()}
-
-
-async def home(request: Request) -> Response:
-    """`/`: where to start."""
-    return render(request, "home.html", {"version": __version__})
 
 
 class AccountPages:

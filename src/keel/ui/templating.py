@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keel.ui import charts, formatting
+
 __all__ = [
     "CSP",
     "NAV",
@@ -38,7 +40,16 @@ SECURITY_HEADERS = {
 }
 
 # (path, label) of the navigation, in order; only pages that exist are listed
-NAV: list[tuple[str, str]] = [("/prompts", "Prompts"), ("/playground", "Playground")]
+NAV: list[tuple[str, str]] = [
+    ("/", "Overview"),
+    ("/requests", "Requests"),
+    ("/traces", "Traces"),
+    ("/sessions", "Sessions"),
+    ("/costs", "Costs"),
+    ("/alerts", "Alerts"),
+    ("/prompts", "Prompts"),
+    ("/playground", "Playground"),
+]
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -57,7 +68,17 @@ def _when(ts: float | None) -> str:
 
 
 _env.filters["when"] = _when
+_env.filters["count"] = formatting.count
+_env.filters["duration"] = formatting.duration
+_env.filters["usd"] = formatting.usd
+_env.filters["pct"] = formatting.pct
+_env.filters["fmt"] = formatting.fmt
+_env.filters["metric_unit"] = formatting.metric_unit
+_env.filters["ts"] = formatting.timestamp
+_env.filters["pretty_json"] = formatting.pretty_json
+_env.filters["payload"] = formatting.payload
 _env.globals["nav"] = NAV
+_env.globals["meter"] = charts.meter
 
 
 def render(

@@ -1,0 +1,1 @@
+"""Traces: OTLP ingest (decode, map, accept durably) and the trace queries."""
