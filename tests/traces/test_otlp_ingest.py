@@ -234,6 +234,29 @@ def test_odd_keys_and_values_are_data(keel: KeelProcess) -> None:
     assert sum(k.startswith("attr.") for k in capped) == 128
 
 
+def test_a_large_export_keeps_first_copies_and_reports_bad_spans(keel: KeelProcess) -> None:
+    # 300 spans are decoded and mapped in several slices: a repeat and an invalid span far
+    # from their first copies are still found.
+    trace = bytes.fromhex("3" * 32)
+    spans = [
+        pb_span(f"s{i}", trace_id=trace, span_id=(i + 1).to_bytes(8, "big")) for i in range(298)
+    ]
+    spans.append(pb_span("repeat", trace_id=trace, span_id=(5).to_bytes(8, "big")))
+    spans.append(pb_span("bad", trace_id=b"\0" * 16, span_id=(999).to_bytes(8, "big")))
+    accepted = metric(keel.url, "keel_otlp_spans_accepted_total")
+    before = _rows(keel)
+    response = post(keel, pb_export(spans).SerializeToString(), PROTOBUF)
+    assert response.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert partial.rejected_spans == 1
+    assert "invalid trace_id" in partial.error_message
+    drained(keel.url)
+    rows = stored_spans(_db(keel), before + 298)
+    assert rows[(5).to_bytes(8, "big").hex()]["name"] == "s4"
+    assert metric(keel.url, "keel_otlp_spans_accepted_total") == accepted + 298
+    assert metric(keel.url, "keel_spans_pending") == 0
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelProcess]:
     env = {"KEEL_ADMIN_KEY": "admin-secret-for-tests"}

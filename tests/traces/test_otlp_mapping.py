@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from keel.costs.pricing import Pricer
 from keel.providers.base import Usage
 from keel.records.span import SpanRecord
-from keel.traces.mapping import MappingOptions, to_record
+from keel.storage.spans_repo import row_dict, span_row
+from keel.traces.mapping import MappingOptions, to_record, to_row
 from keel.traces.otlp import TRUNCATED_MARKER, Limits, OtlpEvent, OtlpSpan, decode_protobuf
 from tests.traces.otlp_helpers import CHILD, ROOT, T0, TRACE, pb_export, pb_span
 
@@ -305,3 +307,66 @@ def test_protobuf_to_record_end_to_end() -> None:
             "otel.span.kind": "server",
         },
     )
+
+
+# The ingest maps straight to rows (to_row); the row must be the record's (to_record, span_row).
+_ROW_CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    (
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+            "gen_ai.usage.input_tokens": 412,
+            "gen_ai.usage.output_tokens": 57,
+            "gen_ai.usage.cache_read.input_tokens": 128,
+            "gen_ai.server.time_to_first_token": 0.25,
+            "session.id": "s-1",
+            "keel.tags": ["a", "b"],
+            "input.value": "hi",
+            "output.value": "hello",
+            "server.port": 443,
+        },
+        {},
+    ),
+    (
+        {
+            "gen_ai.system": "anthropic",
+            "gen_ai.request.model": "claude-3-5-haiku-20241022",
+            "gen_ai.usage.prompt_tokens": 380,
+            "gen_ai.usage.completion_tokens": 64,
+            "keel.via_gateway": True,
+            "keel.prompt.name": "support",
+            "keel.prompt.version": 3,
+        },
+        {"kind": 3, "events": [OtlpEvent("gen_ai.content.prompt", T0, {"gen_ai.prompt": "p"})]},
+    ),
+    (
+        {
+            "openinference.span.kind": "LLM",
+            "llm.provider": "openai",
+            "llm.model_name": "gpt-4o",
+            "llm.token_count.prompt": 520,
+            "llm.token_count.completion": 48,
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.content": "hi",
+            "llm.output_messages.0.message.content": "hello",
+            "keel.cost_usd": 0.5,
+        },
+        {"status_code": 2, "status_message": "boom", "links": [{"trace_id": None}]},
+    ),
+    ({"openinference.span.kind": "RETRIEVER", "retrieval.top_k": 4}, {"name": "n\0" * 300}),
+    ({}, {"kind": 0, "scope": ("", ""), "parent_span_id": None, "end_ns": T0 - 1}),
+]
+
+
+@pytest.mark.parametrize(("attributes", "fields"), _ROW_CASES)
+@pytest.mark.parametrize("store_payloads", [True, False])
+def test_the_ingest_row_is_the_records_row(
+    attributes: dict[str, Any], fields: dict[str, Any], store_payloads: bool
+) -> None:
+    opts = MappingOptions(pricer=PRICER, store_payloads=store_payloads, customer="key-customer")
+    row = to_row(span(attributes, **copy.deepcopy(fields)), opts)
+    record = to_record(span(attributes, **copy.deepcopy(fields)), opts)
+    assert row == span_row(record)
+    assert row_dict(row) == {**record.to_dict(), "duration_ms": record.duration_ms}

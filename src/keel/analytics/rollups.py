@@ -25,7 +25,7 @@ import bisect
 import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Insert, bindparam, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,6 +45,7 @@ __all__ = [
     "VALUE_COLUMNS",
     "VALUE_MAX",
     "BatchCounter",
+    "CountedSpan",
     "Rollup",
     "add_rows",
     "dimension_value",
@@ -114,6 +115,52 @@ def is_counted_span(span: SpanRecord) -> bool:
     return span.counted and span.kind in COUNTED_KINDS
 
 
+class CountedSpan(Protocol):
+    """What the rollups read of a span: a SpanRecord, or the record pipeline's row view
+    (keel.storage.spans_repo.SpanRowView), which the writer makes without decoding the row."""
+
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def span_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def counted(self) -> bool: ...
+    @property
+    def start_time(self) -> float: ...
+    @property
+    def duration_ms(self) -> float: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def pipeline(self) -> str | None: ...
+    @property
+    def customer(self) -> str | None: ...
+    @property
+    def prompt_name(self) -> str | None: ...
+    @property
+    def prompt_version(self) -> int | None: ...
+    @property
+    def tags(self) -> list[str]: ...
+    @property
+    def input_tokens(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int | None: ...
+    @property
+    def cached_tokens(self) -> int | None: ...
+    @property
+    def reasoning_tokens(self) -> int | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def ttft_ms(self) -> float | None: ...
+
+
 # A new rollup row's values: counts are ints, sums of money and milliseconds floats.
 _ZERO = tuple(0.0 if name in _FLOAT_COLUMNS else 0 for name in VALUE_COLUMNS)
 _TargetKey = tuple[str, int, str, str]
@@ -160,7 +207,7 @@ class Rollup:
             r.ttft_ms,
         )
 
-    def add_span(self, s: SpanRecord, sign: int = 1) -> None:
+    def add_span(self, s: CountedSpan, sign: int = 1) -> None:
         self._add(
             sign,
             s.start_time,
@@ -416,7 +463,7 @@ class BatchCounter:
     """
 
     def __init__(
-        self, dialect: str, records: Sequence[RequestRecord], span_records: Sequence[SpanRecord]
+        self, dialect: str, records: Sequence[RequestRecord], span_records: Sequence[CountedSpan]
     ) -> None:
         self._dialect = dialect
         # The same merge as requests_repo.write_requests: within a batch a final record wins
@@ -427,7 +474,7 @@ class BatchCounter:
             if seen is None or (record.final and not seen.final):
                 chosen[record.id] = record
         self._requests = chosen
-        counted: dict[tuple[str, str], SpanRecord] = {}
+        counted: dict[tuple[str, str], CountedSpan] = {}
         for span in span_records:
             if span.counted and span.kind in COUNTED_KINDS:
                 counted.setdefault((span.trace_id, span.span_id), span)

@@ -36,7 +36,7 @@ from keel.records.span import SpanRecord
 from keel.records.wal import Entry, LogFullError, WriteAheadLog
 from keel.storage.batch import Row, write_batch
 from keel.storage.database import Database
-from keel.storage.spans_repo import SPAN_COLUMNS, SpanRow, row_dict, span_row
+from keel.storage.spans_repo import JSON_COLUMNS, SPAN_COLUMNS, SpanRow, row_dict, span_row
 
 __all__ = ["INTERRUPTED_ERROR", "LogFullError", "RecordPipeline"]
 
@@ -46,6 +46,7 @@ INTERRUPTED_ERROR = "interrupted: Keel stopped before the call finished"
 _DATA_ERROR_RETRIES = 3  # whole-batch attempts before looking for the row the database rejects
 SPAN_ROWS = 2  # the format marker of a span entry: [SPAN_ROWS, row, row, ...]
 _BATCH_BYTES = 16 << 20  # log bytes per writer batch (about 16,000 spans), whatever the entries
+_JSON_POSITIONS = tuple(SPAN_COLUMNS.index(name) for name in JSON_COLUMNS)
 
 
 @dataclass(slots=True)
@@ -344,11 +345,21 @@ class RecordPipeline:
             return [], len(items) - 1
         rows: list[SpanRow] = []
         width = len(SPAN_COLUMNS)
+        tags, attributes, events = _JSON_POSITIONS
         for item in items[1:]:
-            if type(item) is list and len(item) == width:
+            # A JSON column that is not text would fail as the driver binds it, which looks
+            # like an outage, not a bad row: the writer would retry it forever.
+            if (
+                type(item) is list
+                and len(item) == width
+                and type(item[tags]) is str
+                and type(item[attributes]) is str
+                and type(item[events]) is str
+            ):
                 rows.append(item)
             else:
-                self._reject({"span": item}, ValueError(f"a span row has {width} values"))
+                reason = ValueError(f"not a span row ({width} values, JSON columns as text)")
+                self._reject({"span": item}, reason)
         return rows, len(items) - 1
 
     def _decode_span_objects(self, items: list[Any]) -> list[SpanRow]:

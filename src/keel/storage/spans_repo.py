@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Insert, bindparam
@@ -26,8 +26,10 @@ from keel.records.span import SpanRecord
 from keel.storage.tables import spans
 
 __all__ = [
+    "JSON_COLUMNS",
     "SPAN_COLUMNS",
     "SpanRow",
+    "SpanRowView",
     "insert_spans",
     "is_counted_row",
     "rollup_view",
@@ -135,39 +137,51 @@ def is_counted_row(row: SpanRow) -> bool:
     return bool(row[_COUNTED]) and row[_KIND] in _COUNTED_KINDS
 
 
-def rollup_view(row: SpanRow) -> SpanRecord:
-    """The span as a record with the fields the rollups read; payloads, attributes and events
-    are left out (the rollups never read them, and decoding them costs)."""
-    v = row
-    return SpanRecord(
-        trace_id=v[0],
-        span_id=v[1],
-        parent_span_id=v[2],
-        name=v[3],
-        kind=v[4],
-        service=v[5],
-        start_time=v[6],
-        end_time=v[7],
-        status=v[9],
-        error=v[10],
-        provider=v[11],
-        model=v[12],
-        response_model=v[13],
-        input_tokens=v[14],
-        output_tokens=v[15],
-        cached_tokens=v[16],
-        reasoning_tokens=v[17],
-        cost_usd=v[18],
-        cost_estimated=bool(v[19]),
-        ttft_ms=v[20],
-        customer=v[21],
-        session_id=v[22],
-        pipeline=v[23],
-        tags=orjson.loads(v[24]),
-        prompt_name=v[25],
-        prompt_version=v[26],
-        counted=bool(v[27]),
-    )
+class SpanRowView(NamedTuple):
+    """A span row read by column name (what the rollups read of a span); made in one call."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    service: str | None
+    start_time: float
+    end_time: float
+    duration_ms: float
+    status: str
+    error: str | None
+    provider: str | None
+    model: str | None
+    response_model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: float | None
+    cost_estimated: bool
+    ttft_ms: float | None
+    customer: str | None
+    session_id: str | None
+    pipeline: str | None
+    tags_json: str
+    prompt_name: str | None
+    prompt_version: int | None
+    counted: bool
+    input: str | None
+    output: str | None
+    attributes_json: str
+    events_json: str
+
+    @property
+    def tags(self) -> list[str]:
+        tags: list[str] = orjson.loads(self.tags_json)
+        return tags
+
+
+def rollup_view(row: SpanRow) -> SpanRowView:
+    """The row as the rollups read a span (keel.analytics.rollups.CountedSpan)."""
+    return SpanRowView._make(row)
 
 
 async def insert_spans(

@@ -333,7 +333,8 @@ def _payloads(
     fields: dict[str, Any], attrs: dict[str, Any], span: OtlpSpan, opts: MappingOptions
 ) -> tuple[str | None, str | None]:
     inp, out = fields.get("input"), fields.get("output")
-    flat = [k for k in attrs if k.startswith(_MESSAGE_PREFIXES)]
+    # The first-letter test first: it is most of this scan's cost saved, for every span.
+    flat = [k for k in attrs if k[:1] == "l" and k.startswith(_MESSAGE_PREFIXES)]
     if not opts.store_payloads:  # no payload is kept anywhere, attributes and events included
         for key in flat:
             del attrs[key]

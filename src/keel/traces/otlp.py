@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "OtlpSpan",
     "decode_json",
     "decode_protobuf",
+    "protobuf_spans",
 ]
 
 MAX_DEPTH = 8  # array/kvlist nesting kept; deeper values become DEEP_MARKER
@@ -129,7 +131,17 @@ def _pb_value(value: AnyValue, limits: Limits, depth: int) -> Any:
         return DEEP_MARKER
     if kind == "array_value":
         items = value.array_value.values
-        return [_pb_value(v, limits, depth + 1) for v in items[: limits.max_attributes]]
+        if len(items) > limits.max_attributes:
+            items = items[: limits.max_attributes]
+        out = []
+        max_length = limits.max_value_length
+        for item in items:
+            text = item.string_value  # the common case, as in _pb_attributes
+            if text and len(text) <= max_length:
+                out.append(text)
+            else:
+                out.append(_pb_value(item, limits, depth + 1))
+        return out
     if kind == "kvlist_value":
         return _pb_attributes(value.kvlist_value.values, limits, depth + 1)[0]
     # bytes_value: base64, as the OTLP JSON encoding writes bytes
@@ -179,11 +191,22 @@ def _pb_id(raw: bytes, size: int) -> str | None:
 
 def decode_protobuf(body: bytes, limits: Limits) -> Decoded:
     """Decode an `ExportTraceServiceRequest`; raises MalformedExport."""
+    out = Decoded()
+    out.spans.extend(protobuf_spans(body, limits, out))
+    return out
+
+
+def protobuf_spans(body: bytes, limits: Limits, out: Decoded) -> Iterator[OtlpSpan]:
+    """The spans of an `ExportTraceServiceRequest`, decoded one at a time as they are taken
+    (rejected ones are counted in `out`); raises MalformedExport at once for a bad body."""
     try:
         request = ExportTraceServiceRequest.FromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise MalformedExport(f"the body is not an OTLP ExportTraceServiceRequest: {exc}") from None
-    out = Decoded()
+    return _pb_spans(request, limits, out)
+
+
+def _pb_spans(request: Any, limits: Limits, out: Decoded) -> Iterator[OtlpSpan]:
     for resource_spans in request.resource_spans:
         resource, _ = _pb_attributes(resource_spans.resource.attributes, limits)
         for scope_spans in resource_spans.scope_spans:
@@ -194,8 +217,7 @@ def decode_protobuf(body: bytes, limits: Limits) -> Decoded:
             for span in scope_spans.spans:
                 decoded = _pb_span(span, resource, scope, limits, out)
                 if decoded is not None:
-                    out.spans.append(decoded)
-    return out
+                    yield decoded
 
 
 def _pb_span(
@@ -214,21 +236,24 @@ def _pb_span(
         return None
     attributes, dropped = _pb_attributes(span.attributes, limits, into=dict(resource))
     status = span.status
+    # Positional: keyword arguments cost a third of the construction, once per span.
     decoded = OtlpSpan(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_id,
-        name=span.name,
-        kind=span.kind,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
-        status_code=status.code,
-        status_message=status.message,
-        attributes=attributes,
-        scope=scope,
-        dropped_attributes=dropped + span.dropped_attributes_count,
-        dropped_events=span.dropped_events_count,
-        dropped_links=span.dropped_links_count,
+        trace_id,
+        span_id,
+        parent_id,
+        span.name,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        status.code,
+        status.message,
+        attributes,
+        scope,
+        [],
+        [],
+        dropped + span.dropped_attributes_count,
+        span.dropped_events_count,
+        span.dropped_links_count,
     )
     if span.events:
         events = span.events
