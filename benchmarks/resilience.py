@@ -5,9 +5,13 @@ to CPU 0 and the upstream and this load generator to CPU 1 (as benchmarks/gatewa
 
 - `cache`: the response cache on (memory). Added latency of an exact cache hit at c=1 (p50,
   p99) against calling the upstream directly. Every request after the first is a hit.
-- `limits`: rate limits and budgets on, in Redis (`KEEL_REDIS_URL`, a free database of the local
-  server, flushed afterwards): requests use a virtual key with generous rpm, tpm and a budget,
-  so each one is checked against the limits, reserves its worst case and settles its cost.
+- `limits`: rate limits and budgets on, in Redis (`KEEL_REDIS_URL`): requests use a virtual key
+  with generous rpm, tpm and a budget, so each one is checked against the limits, reserves its
+  worst case and settles its cost. Redis is a `redis-server` of the benchmark's own, pinned to
+  CPU 1 with the upstream: in production it runs on another machine, and left unpinned the
+  kernel runs it on Keel's CPU right after each write, which charges Redis's own work to Keel.
+  Without `redis-server` on the PATH, or with `KEEL_BENCH_REDIS` set, a free database of that
+  server (default: the local one) is used instead, flushed afterwards.
 - `plain`: the same without Redis, limits or budgets (a virtual key without limits).
 
 Throughput at c=50 of `limits` against `plain`, in interleaved rounds; the median round counts.
@@ -25,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +67,7 @@ from loadgen import Result, build_request, chat_body, run_load  # noqa: E402
 
 START, END = "<!-- resilience:start -->", "<!-- resilience:end -->"
 REDIS_HOST = os.environ.get("KEEL_BENCH_REDIS", "redis://127.0.0.1:6379")
+REDIS_SERVER = None if "KEEL_BENCH_REDIS" in os.environ else shutil.which("redis-server")
 CLAIM = "keelbench:resilience:claim"
 
 PROVIDERS = """\
@@ -111,7 +117,7 @@ class Report:
     limits_rps: list[float] = field(default_factory=list)
     errors: dict[str, dict[int, int]] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
-    redis_db: str = ""
+    redis: str = ""  # where Redis ran, for the notes
     notes: list[str] = field(default_factory=list)
 
 
@@ -125,6 +131,26 @@ def tally(report: Report, name: str, result: Result) -> Result:
 
 
 # -- processes ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def own_redis(tmp: Path, cpu: int, report: Report) -> Iterator[str]:
+    """A Redis for the run: a `redis-server` of its own on `cpu` (no persistence), else a free
+    database of the shared one."""
+    if REDIS_SERVER is None:
+        with free_redis_db() as url:
+            report.redis = f"the local server, database {url.rsplit('/', 1)[1]}, not pinned"
+            yield url
+        return
+    port = free_port()
+    cmd = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    proc = spawn([*cmd, "--appendonly", "no"], cpu, tmp / "redis.log", dict(os.environ))
+    try:
+        _wait_port(port, proc)
+        report.redis = f"a redis-server of its own on CPU {cpu}"
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(proc, signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -207,8 +233,7 @@ def processes(tmp: Path, report: Report) -> Iterator[tuple[str, dict[str, Keel]]
     keels: dict[str, Keel] = {}
     try:
         _wait_port(up_port, upstream)
-        with free_redis_db() as redis_url:
-            report.redis_db = redis_url.rsplit("/", 1)[1]
+        with own_redis(tmp, load_cpu, report) as redis_url:
             keels["cache"] = start_keel(tmp, "cache", base + CACHE, keel_cpu, {})
             keels["plain"] = start_keel(tmp, "plain", base, keel_cpu, {})
             keels["limits"] = start_keel(
@@ -351,8 +376,7 @@ def section(r: Report) -> str:
         f"- Errors (non-200): {errors}.",
         f"- Limits on: one virtual key with rpm {GENEROUS['rpm']:,}, tpm {GENEROUS['tpm']:,} and "
         f"a budget of {GENEROUS['budget_usd']:,} USD (total), so every request is checked, "
-        f"reserves its worst case and settles its cost in Redis (local server, database "
-        f"{r.redis_db}); Redis is not pinned and shares the machine.",
+        f"reserves its worst case and settles its cost in Redis ({r.redis}).",
         "- Cache on: memory backend; every request after the first is an exact hit.",
     ]
     parts += [f"- {n}" for n in r.notes]

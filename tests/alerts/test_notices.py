@@ -36,7 +36,7 @@ async def test_a_notice_is_sent_and_recorded(db: Database, receiver: Receiver) -
         notices.install(None)
         await sender.close()
     text = (
-        "customer 'acme' has spent 16.50 USD: 80% of its budget of 20.00 USD per month "
+        "customer 'acme' has spent 16.5 USD: 80% of its budget of 20 USD per month "
         "(period m2026-11)"
     )
     [webhook] = receiver.at("/budget")
@@ -89,8 +89,7 @@ async def test_without_channels_the_notice_is_still_recorded(db: Database) -> No
     assert event is not None
     assert (event["kind"], event["deliveries"]) == ("budget_threshold", [])
     assert event["message"] == (
-        "project 'default' has spent 50.00 USD: 100% of its budget of 50.00 USD in total "
-        "(period total)"
+        "project 'default' has spent 50 USD: 100% of its budget of 50 USD in total (period total)"
     )
     assert await store.list_events(db) == [event]
 

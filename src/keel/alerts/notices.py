@@ -37,8 +37,8 @@ def budget_notification(notice: Notice, at: float, public_url: str | None = None
     """What a budget notice says, to people and to a generic webhook."""
     who = f"{notice.scope} {notice.id!r}"
     text = (
-        f"{who} has spent {notice.spent_usd:.2f} USD: {notice.percent}% of its budget of "
-        f"{notice.limit_usd:.2f} USD {_PER.get(notice.period, notice.period)} "
+        f"{who} has spent {notice.spent_usd:.6g} USD: {notice.percent}% of its budget of "
+        f"{notice.limit_usd:.6g} USD {_PER.get(notice.period, notice.period)} "
         f"(period {notice.period_tag})"
     )
     body: dict[str, Any] = {

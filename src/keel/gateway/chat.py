@@ -61,7 +61,11 @@ class ChatEndpoint:
             record.trimmed_messages = dropped or None
         plan = self.gw.plan(call, model)
         limits = self.gw.limits
-        admission = await limits.check(call, model) if limits is not None else None
+        admission = None
+        if limits is not None:
+            # Without a cache, every admitted request calls a provider: its budgets are reserved
+            # in the rate limits' step (one atomic step, one round trip).
+            admission = await limits.check(call, model, plan if self.cache is None else None)
         failed = True
         try:
             lookup = await self._lookup(call, plan)

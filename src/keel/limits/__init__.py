@@ -18,7 +18,7 @@ from keel.limits.budgets import (
     worst_case_cost,
 )
 from keel.limits.config import LimitPolicies, Limits, Policy, check_limits, parse_limits
-from keel.limits.ratelimit import Decision, LimitError, LimitSpec, RateLimiter
+from keel.limits.ratelimit import Decision, LimitError, LimitSpec, RateCheck, RateLimiter, Tokens
 from keel.limits.state import MemoryState, RedisState, SharedState, StateUnavailable
 
 __all__ = [
@@ -34,12 +34,14 @@ __all__ = [
     "Notice",
     "Period",
     "Policy",
+    "RateCheck",
     "RateLimiter",
     "RedisState",
     "Reservation",
     "Settlement",
     "SharedState",
     "StateUnavailable",
+    "Tokens",
     "check_limits",
     "parse_limits",
     "worst_case_cost",

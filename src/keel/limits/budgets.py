@@ -10,25 +10,39 @@ A reservation holds until it is settled or until it expires (`reservation_ttl`, 
 minutes): a replica that crashes mid-request does not hold its budgets forever, because every
 later operation on the budget first releases expired reservations.
 
+The reservation can take the request's rate limits along (`reserve(..., rates=)`), and the
+settlement its output tokens (`settle(..., tokens=)`): one atomic step each way per request.
+
 Money is kept as integer micro-USD in the state; this module speaks float USD.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from keel.limits.ratelimit import LimitError, subject_key, unreachable_error
+from keel.limits.ratelimit import (
+    COUNTER_TTL,
+    Decision,
+    LimitError,
+    RateCheck,
+    Tokens,
+    subject_key,
+    unreachable_error,
+)
 from keel.limits.state import (
+    BudgetRefusal,
     BudgetSlot,
     Crossing,
-    ReserveResult,
+    Hold,
     SharedState,
     StateUnavailable,
 )
@@ -101,14 +115,21 @@ class Notice:
 class Reservation:
     """An admitted amount held on a chain of budgets until `settle` (or `expires_at`)."""
 
-    id: str
     amount_usd: float
     specs: tuple[BudgetSpec, ...]
-    slots: tuple[BudgetSlot, ...]
     tags: tuple[str, ...]
-    expires_at: float
+    hold: Hold  # as the state takes it: the budgets' slots, the id, micro-USD, the expiry
     checked: bool = True  # False when admitted unchecked (state unreachable, failing open)
     settled: bool = field(default=False)
+    decision: Decision | None = None  # the rate limits' (headers), when reserved with them
+
+    @property
+    def id(self) -> str:
+        return self.hold.rid
+
+    @property
+    def expires_at(self) -> float:
+        return self.hold.until
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +165,13 @@ class BudgetExceeded(LimitError):
 
 def _period(period: Period, now: float) -> tuple[str, float | None]:
     """The period's tag and its end (epoch seconds; None for "total")."""
-    t = datetime.fromtimestamp(now, UTC)
+    return _period_of_day(period, int(now // 86_400))
+
+
+@functools.lru_cache(maxsize=64)
+def _period_of_day(period: Period, day: int) -> tuple[str, float | None]:
+    # Both depend on the UTC day only (epoch days are whole), so requests reuse them.
+    t = datetime.fromtimestamp(day * 86_400, UTC)
     if period == "day":
         start = t.replace(hour=0, minute=0, second=0, microsecond=0)
         return f"d{start:%Y-%m-%d}", start.timestamp() + 86_400
@@ -155,18 +182,53 @@ def _period(period: Period, now: float) -> tuple[str, float | None]:
     return "total", None
 
 
+class _Ids:
+    """Reservation ids unique across replicas: a random prefix per process, then a count
+    (a fifth of a uuid4's cost, which reads the system's randomness for every one)."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)  # a forked child must not share them
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(9).hex()
+        self.count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.count):x}"
+
+
+_reservation_id = _Ids()
+
+
 def _micros_up(usd: float) -> int:
     # Rounded (to kill float noise such as 0.1 * 1e6 = 100000.00000000001) then up.
     return math.ceil(round(usd * _MICRO, 3))
 
 
 def _slot(spec: BudgetSpec, now: float) -> tuple[BudgetSlot, str]:
+    return _slot_of_day(spec, int(now // 86_400))
+
+
+@functools.lru_cache(maxsize=4096)
+def _slot_of_day(spec: BudgetSpec, day: int) -> tuple[BudgetSlot, str]:
     if spec.period not in PERIODS:
         raise ValueError(f"budget period must be one of {PERIODS}, got {spec.period!r}")
-    tag, end = _period(spec.period, now)
+    tag, end = _period_of_day(spec.period, day)
     key = f"bg:{subject_key(spec.scope, spec.id)}:{tag}"
     limit = math.floor(round(spec.limit_usd * _MICRO, 3))
     return BudgetSlot(key, limit, None if end is None else end + _GRACE), tag
+
+
+@functools.lru_cache(maxsize=1024)
+def _chain(
+    budgets: tuple[BudgetSpec, ...], day: int
+) -> tuple[tuple[BudgetSpec, ...], tuple[BudgetSlot, ...], tuple[str, ...]]:
+    """A chain's budgets (each once), their slots and tags on `day`: the same for every
+    request of the same caller that day, so made once."""
+    specs = tuple(dict.fromkeys(budgets))  # a budget given twice is held once
+    pairs = [_slot_of_day(spec, day) for spec in specs]
+    return specs, tuple(slot for slot, _ in pairs), tuple(tag for _, tag in pairs)
 
 
 class BudgetLedger:
@@ -192,52 +254,62 @@ class BudgetLedger:
         self.failed_open = 0  # requests admitted unchecked because the state was unreachable
         self.lost_settles = 0  # settles whose charge could not be recorded
 
-    async def reserve(self, budgets: Sequence[BudgetSpec], amount_usd: float) -> Reservation:
+    async def reserve(
+        self,
+        budgets: Sequence[BudgetSpec],
+        amount_usd: float,
+        *,
+        rates: RateCheck | None = None,
+    ) -> Reservation:
         """Hold `amount_usd` (the worst case) on every budget, or raise `BudgetExceeded`.
 
         Every budget must have spent + reserved + amount <= limit; the first that has not is
         named in the error, whose `retry_after` is the time until its period resets (None for
-        "total"). Raises `LimitError` (503) if the state is unreachable and failing closed.
+        "total"). With `rates` (`RateLimiter.prepare`), the request's rate limits are checked
+        and counted in the same atomic step, before the budgets: a rate limit's refusal raises
+        its 429 (`Decision.error`), and a refusal by either counts and holds nothing. Their
+        decision (with the x-ratelimit-* headers) is then `reservation.decision`.
+        Raises `LimitError` (503) if the state is unreachable and failing closed.
         """
         if amount_usd < 0 or not math.isfinite(amount_usd):
             raise ValueError(f"amount_usd must be a finite amount >= 0, got {amount_usd}")
         now = self._clock()
-        specs = tuple(dict.fromkeys(budgets))  # a budget given twice is held once
-        pairs = [_slot(spec, now) for spec in specs]
-        reservation = Reservation(
-            id=uuid.uuid4().hex,
-            amount_usd=amount_usd,
-            specs=specs,
-            slots=tuple(slot for slot, _ in pairs),
-            tags=tuple(tag for _, tag in pairs),
-            expires_at=now + self._ttl,
-        )
-        if not specs:
+        specs, slots, tags = _chain(tuple(budgets), int(now // 86_400))
+        rid = _reservation_id()
+        hold = Hold(slots, rid, _micros_up(amount_usd), now + self._ttl)
+        reservation = Reservation(amount_usd, specs, tags, hold)
+        if not specs and rates is None:
             return reservation
         try:
-            result = await self._state.budget_reserve(
-                reservation.slots,
-                rid=reservation.id,
-                amount=_micros_up(amount_usd),
+            admitted = await self._state.admit(
+                rates.wire if rates is not None else (),
+                rates.costs if rates is not None else (),
+                reservation.hold if specs else None,
+                weight=rates.weight if rates is not None else 0.0,
+                ttl=COUNTER_TTL,
                 now=now,
-                hold_until=reservation.expires_at,
             )
         except StateUnavailable:
             if not self._fail_open:
                 raise unreachable_error() from None
             self.failed_open += 1
-            logger.warning("budgets not checked: shared state unreachable (failing open)")
+            logger.warning("limits not checked: shared state unreachable (failing open)")
             reservation.checked = False
+            if rates is not None:
+                reservation.decision = Decision(True, None, [])
             return reservation
-        if not result.allowed:
-            raise self._exceeded(reservation, result, now)
+        if admitted.refusal is not None:
+            raise self._exceeded(reservation, admitted.refusal, now)
+        if rates is not None:
+            reservation.decision = rates.decide(admitted.allowed, admitted.counts)
+            if not admitted.allowed:
+                raise reservation.decision.error()
         return reservation
 
     @staticmethod
-    def _exceeded(r: Reservation, result: ReserveResult, now: float) -> BudgetExceeded:
-        i = result.failed or 0
-        spec, tag = r.specs[i], r.tags[i]
-        spent, reserved = result.spent / _MICRO, result.reserved / _MICRO
+    def _exceeded(r: Reservation, refusal: BudgetRefusal, now: float) -> BudgetExceeded:
+        spec, tag = r.specs[refusal.index], r.tags[refusal.index]
+        spent, reserved = refusal.spent / _MICRO, refusal.reserved / _MICRO
         left = max(0.0, spec.limit_usd - spent - reserved)
         message = (
             f"budget of {spec.describe()} is used up: {left:.2f} USD left, "
@@ -245,39 +317,49 @@ class BudgetLedger:
         )
         _, end = _period(spec.period, now)
         notices = []
-        if result.first_refusal:  # refused for the first time this period: it is used up
+        if refusal.first:  # refused for the first time this period: it is used up
             notices.append(
                 Notice(spec.scope, spec.id, spec.period, tag, 100, spent, spec.limit_usd)
             )
         return BudgetExceeded(spec, message, None if end is None else end - now, notices)
 
-    async def settle(self, reservation: Reservation, actual_usd: float | None) -> Settlement:
+    async def settle(
+        self, reservation: Reservation, actual_usd: float | None, *, tokens: Tokens | None = None
+    ) -> Settlement:
         """Release the reservation and add the actual cost to every budget of its chain.
 
         `actual_usd` None (the price is unknown) charges the reserved amount instead: to be
         safe, an unpriced call counts as its worst case. A reservation settles once; settling
-        it again charges nothing. Never raises for an unreachable state: the response is
-        already made, so the charge is lost (logged, counted in `lost_settles`, and the
-        reservation expires on its own).
+        it again charges nothing. `tokens` (`RateLimiter.tokens`): the output tokens to count
+        on the rate limits in the same step. Never raises for an unreachable state: the
+        response is already made, so the charge is lost (logged, counted in `lost_settles`,
+        and the reservation expires on its own).
         """
         charge = reservation.amount_usd if actual_usd is None else max(0.0, actual_usd)
-        if reservation.settled or not reservation.specs:
-            return Settlement(0.0 if reservation.settled else charge, [])
-        reservation.settled = True
+        charged = 0.0 if reservation.settled else charge
+        hold = None if reservation.settled or not reservation.specs else reservation.hold
+        if hold is None and tokens is None:
+            return Settlement(charged, [])
+        if hold is not None:
+            reservation.settled = True
         try:
-            crossings = await self._state.budget_settle(
-                reservation.slots,
-                rid=reservation.id,
-                charge=math.ceil(round(charge * _MICRO, 3)),
+            crossings = await self._state.settle(
+                tokens.keys if tokens is not None else (),
+                tokens.count if tokens is not None else 0,
+                hold,
+                math.ceil(round(charge * _MICRO, 3)) if hold is not None else 0,
+                ttl=COUNTER_TTL,
                 now=self._clock(),
             )
         except StateUnavailable:
             self.lost_settles += 1
             logger.warning(
-                "a charge of %.6f USD was not recorded: shared state unreachable", charge
+                "a charge of %.6f USD and %d tokens were not recorded: shared state unreachable",
+                charge if hold is not None else 0.0,
+                tokens.count if tokens is not None else 0,
             )
-            return Settlement(charge, [], recorded=False)
-        return Settlement(charge, [self._notice(reservation, c) for c in crossings])
+            return Settlement(charged, [], recorded=False)
+        return Settlement(charged, [self._notice(reservation, c) for c in crossings])
 
     async def release(self, reservation: Reservation) -> Settlement:
         """Settle at no cost: the request never reached a provider (refused or failed early)."""

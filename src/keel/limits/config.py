@@ -13,6 +13,7 @@ take, without I/O: the hot path does one dictionary lookup per scope.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -179,6 +180,16 @@ def _policy(scope: Scope, subject: str, raw: Any, where: str) -> Policy:
     return Policy(scope, subject, limits, "config")
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_specs(
+    key_id: str, rpm: int | None, tpm: int | None, usd: float | None, period: Period | None
+) -> tuple[LimitSpec | None, BudgetSpec | None]:
+    # A key's own limits, made once per key (and limits) rather than on every request.
+    rate = None if rpm is None and tpm is None else LimitSpec("key", key_id, rpm=rpm, tpm=tpm)
+    budget = None if usd is None or period is None else BudgetSpec("key", key_id, usd, period)
+    return rate, budget
+
+
 class LimitPolicies:
     """The policies in force: the config's, overridden subject by subject by the API's."""
 
@@ -233,12 +244,13 @@ class LimitPolicies:
         self._add("project", PROJECT, rates, budgets)
         key_id = principal.key_id if principal.kind == "key" else None
         if key_id is not None:
-            if principal.rpm is not None or principal.tpm is not None:
-                rates.append(LimitSpec("key", key_id, rpm=principal.rpm, tpm=principal.tpm))
-            if principal.budget_usd is not None and principal.budget_period is not None:
-                budgets.append(
-                    BudgetSpec("key", key_id, principal.budget_usd, principal.budget_period)
-                )
+            rate, budget = _key_specs(
+                key_id, principal.rpm, principal.tpm, principal.budget_usd, principal.budget_period
+            )
+            if rate is not None:
+                rates.append(rate)
+            if budget is not None:
+                budgets.append(budget)
         self._add("customer", customer, rates, budgets)
         self._add("pipeline", pipeline, rates, budgets)
         self._add("model", model, rates, budgets)

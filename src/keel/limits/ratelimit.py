@@ -10,7 +10,10 @@ traffic was spread evenly, so a burst at the start of a minute is remembered a l
 than a true sliding log would (the error is on the safe side there, and bounded elsewhere).
 
 All counters of a request (every spec, requests and tokens) are checked and incremented in one
-atomic step, all or nothing: a request refused by one limit consumes none of the others.
+atomic step, all or nothing: a request refused by one limit consumes none of the others. That
+step can also take the request's budget reservation (`RateLimiter.prepare`, then
+`BudgetLedger.reserve(..., rates=)`), so that a request refused by a budget counts on no rate
+limit either.
 """
 
 from __future__ import annotations
@@ -26,12 +29,20 @@ from urllib.parse import quote
 from keel.gateway.errors import GatewayError
 from keel.limits.state import SharedState, StateUnavailable, WindowCounter
 
-__all__ = ["Decision", "LimitError", "LimitSpec", "RateLimiter"]
+__all__ = [
+    "COUNTER_TTL",
+    "Decision",
+    "LimitError",
+    "LimitSpec",
+    "RateCheck",
+    "RateLimiter",
+    "Tokens",
+]
 
 logger = logging.getLogger("keel.limits")
 
 WINDOW = 60.0  # seconds: limits are per minute
-_TTL = 120  # a counter lives while it can still be the previous minute
+COUNTER_TTL = 120  # seconds: a counter lives while it can still be the previous minute
 
 
 class LimitError(GatewayError):
@@ -102,9 +113,46 @@ class _Counter:
     spec: LimitSpec
     kind: str  # "requests" or "tokens"
     limit: int
-    cost: int
-    prev: int = 0
-    cur: int = 0
+    limit_text: str  # for the x-ratelimit-limit-* header
+
+
+# One counter as seen by a request: the counter, its previous and current minute's counts, and
+# the request's cost on it.
+_Seen = tuple[_Counter, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The counters of a list of specs in one minute, and their keys: the same for every
+    request of the same caller in that minute, so made once (`_plan`)."""
+
+    counters: tuple[_Counter, ...]
+    wire: tuple[WindowCounter, ...]
+    token_keys: list[str]  # the current minute's token counters
+    kinds: tuple[tuple[tuple[str, str, str], tuple[int, ...]], ...]  # header names, counters
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(specs: tuple[LimitSpec, ...], window: int) -> _Plan | None:
+    counters = tuple(
+        _Counter(spec, kind, limit, str(limit))
+        for spec in dict.fromkeys(specs)  # a spec given twice counts once
+        for kind, limit in (("requests", spec.rpm), ("tokens", spec.tpm))
+        if limit is not None
+    )
+    if not counters:
+        return None
+    wire = tuple(
+        WindowCounter(_key(c.spec, c.kind, window), _key(c.spec, c.kind, window - 1), c.limit)
+        for c in counters
+    )
+    tokens = [w.current for c, w in zip(counters, wire, strict=True) if c.kind == "tokens"]
+    kinds = tuple(
+        (_HEADERS[kind], mine)
+        for kind in ("requests", "tokens")
+        if (mine := tuple(i for i, c in enumerate(counters) if c.kind == kind))
+    )
+    return _Plan(counters, wire, tokens, kinds)
 
 
 def _key(spec: LimitSpec, kind: str, window: int) -> str:
@@ -118,16 +166,19 @@ def subject_key(scope: str, id: str) -> str:
     return f"{quote(scope, safe='')}:{quote(id, safe='')}"
 
 
-def _wait(c: _Counter, cost: int, weight: float, elapsed: float) -> float | None:
-    """Seconds until `cost` more fits in `c`'s sliding minute (0 if it fits now, None never)."""
-    if cost > c.limit:
+def _wait(
+    limit: int, prev: int, cur: int, cost: int, weight: float, elapsed: float
+) -> float | None:
+    """Seconds until `cost` more fits in a counter's sliding minute (0 if it fits now, None
+    never)."""
+    if cost > limit:
         return None
-    if c.prev * weight + c.cur + cost <= c.limit:
+    if prev * weight + cur + cost <= limit:
         return 0.0
-    if c.cur + cost <= c.limit:  # fits once enough of the previous minute has slid out
-        wait = WINDOW * (1 - (c.limit - c.cur - cost) / c.prev) - elapsed
+    if cur + cost <= limit:  # fits once enough of the previous minute has slid out
+        wait = WINDOW * (1 - (limit - cur - cost) / prev) - elapsed
     else:  # the current minute must become the previous one and slide out in turn
-        wait = (WINDOW - elapsed) + WINDOW * (1 - (c.limit - cost) / c.cur)
+        wait = (WINDOW - elapsed) + WINDOW * (1 - (limit - cost) / cur)
     return max(wait, 0.001)  # float rounding must not turn a refusal into "retry now"
 
 
@@ -139,42 +190,98 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
-def _headers(counters: list[_Counter], weight: float, elapsed: float) -> list[tuple[str, str]]:
+_HEADERS = {
+    kind: (
+        f"x-ratelimit-limit-{kind}",
+        f"x-ratelimit-remaining-{kind}",
+        f"x-ratelimit-reset-{kind}",
+    )
+    for kind in ("requests", "tokens")
+}
+
+
+def _headers(
+    plan: _Plan, counts: Sequence[tuple[int, int]], weight: float, elapsed: float
+) -> list[tuple[str, str]]:
     """For each kind, the counter with the fewest remaining (its limit, remaining, reset).
 
     The counts given are those after this request; reset is the time until the counter is
     fully replenished (OpenAI's definition)."""
     out = []
-    for kind in ("requests", "tokens"):
-        mine = [c for c in counters if c.kind == kind]
-        if not mine:
-            continue
-        remaining = {id(c): max(0, math.floor(c.limit - c.prev * weight - c.cur)) for c in mine}
-        tight = min(mine, key=lambda c: (remaining[id(c)], c.limit))
-        reset = _wait(tight, tight.limit, weight, elapsed) or 0.0
+    counters = plan.counters
+    for (limit_name, remaining_name, reset_name), mine in plan.kinds:
+        tight, least = mine[0], 0
+        for i in mine:
+            prev, cur = counts[i]
+            left = counters[i].limit - prev * weight - cur
+            left = math.floor(left) if left > 0 else 0
+            if i == mine[0] or (left, counters[i].limit) < (least, counters[tight].limit):
+                tight, least = i, left
+        c, (prev, cur) = counters[tight], counts[tight]
+        reset = _wait(c.limit, prev, cur, c.limit, weight, elapsed) or 0.0
         out += [
-            (f"x-ratelimit-limit-{kind}", str(tight.limit)),
-            (f"x-ratelimit-remaining-{kind}", str(remaining[id(tight)])),
-            (f"x-ratelimit-reset-{kind}", _duration(reset)),
+            (limit_name, c.limit_text),
+            (remaining_name, str(least)),
+            (reset_name, _duration(reset)),
         ]
     return out
 
 
-def _refusal(counters: list[_Counter], weight: float, elapsed: float) -> tuple[float | None, str]:
+def _refusal(seen: list[_Seen], weight: float, elapsed: float) -> tuple[float | None, str]:
     """Retry-After (None if the request can never fit) and the message, from the worst limit."""
     worst: tuple[float, _Counter] | None = None
-    for c in counters:
-        wait = _wait(c, c.cost, weight, elapsed)
+    for c, prev, cur, cost in seen:
+        wait = _wait(c.limit, prev, cur, cost, weight, elapsed)
         who = f"{c.spec.scope} '{c.spec.id}'"
         if wait is None:
             limit = f"{c.limit} {c.kind} per minute"
-            return None, f"request of {c.cost} tokens exceeds the limit of {who} ({limit})"
+            return None, f"request of {cost} tokens exceeds the limit of {who} ({limit})"
         if wait > 0 and (worst is None or wait > worst[0]):
             worst = (wait, c)
     assert worst is not None, "a refusal has at least one full counter"
     wait, c = worst
     who = f"{c.spec.scope} '{c.spec.id}'"
     return wait, f"rate limit of {who} reached ({c.limit} {c.kind} per minute)"
+
+
+@dataclass(slots=True)  # made per request: an unfrozen one costs less to make
+class RateCheck:
+    """One request's counters and costs, ready for the state, and how to read the counts it
+    returns."""
+
+    plan: _Plan
+    costs: list[int]
+    weight: float  # of the previous minute
+    elapsed: float  # seconds into the current minute
+    now: float
+    window: int  # the current minute's number
+
+    @property
+    def wire(self) -> tuple[WindowCounter, ...]:
+        return self.plan.wire
+
+    def decide(self, allowed: bool, counts: Sequence[tuple[int, int]]) -> Decision:
+        """The decision, from the counts as read before the increment."""
+        if allowed:
+            after = [
+                (prev, cur + cost) for (prev, cur), cost in zip(counts, self.costs, strict=True)
+            ]
+            return Decision(True, None, _headers(self.plan, after, self.weight, self.elapsed))
+        headers = _headers(self.plan, counts, self.weight, self.elapsed)
+        seen = [
+            (c, prev, cur, cost)
+            for c, cost, (prev, cur) in zip(self.plan.counters, self.costs, counts, strict=True)
+        ]
+        retry_after, reason = _refusal(seen, self.weight, self.elapsed)
+        return Decision(False, retry_after, headers, reason)
+
+
+@dataclass(slots=True)  # made per request: an unfrozen one costs less to make
+class Tokens:
+    """Tokens to count after a call on the current minute's token counters `keys`."""
+
+    keys: list[str]
+    count: int
 
 
 class RateLimiter:
@@ -198,50 +305,33 @@ class RateLimiter:
         self.failed_open = 0  # requests admitted unchecked because the state was unreachable
         self.lost_updates = 0  # token counts that could not be recorded
 
-    def _window(self) -> tuple[float, int, float, float]:
+    def prepare(self, specs: Sequence[LimitSpec], *, tokens: int) -> RateCheck | None:
+        """The counters of one request of `tokens` estimated prompt tokens (None: no limit)."""
         now = self._clock()
         window = int(now // WINDOW)
+        plan = _plan(tuple(specs), window)
+        if plan is None:
+            return None
+        tokens = max(0, tokens)
+        costs = [1 if c.kind == "requests" else tokens for c in plan.counters]
         elapsed = now - window * WINDOW
-        return now, window, elapsed, 1 - elapsed / WINDOW
+        return RateCheck(plan, costs, 1 - elapsed / WINDOW, elapsed, now, window)
 
     async def check(self, specs: Sequence[LimitSpec], *, tokens: int) -> Decision:
         """Admit one request of `tokens` estimated prompt tokens on every spec, or on none.
 
         Raises `LimitError` (503) when the state is unreachable and the limiter fails closed.
         """
-        tokens = max(0, tokens)
-        now, window, elapsed, weight = self._window()
-        counters = [
-            _Counter(spec, kind, limit, cost)
-            for spec in dict.fromkeys(specs)  # a spec given twice counts once
-            for kind, limit, cost in (("requests", spec.rpm, 1), ("tokens", spec.tpm, tokens))
-            if limit is not None
-        ]
-        if not counters:
+        check = self.prepare(specs, tokens=tokens)
+        if check is None:
             return Decision(True, None, [])
-        wire = [
-            WindowCounter(
-                _key(c.spec, c.kind, window), _key(c.spec, c.kind, window - 1), c.limit, c.cost
-            )
-            for c in counters
-        ]
         try:
-            allowed, counts = await self._state.window_hit(wire, weight=weight, ttl=_TTL, now=now)
+            admitted = await self._state.admit(
+                check.wire, check.costs, None, weight=check.weight, ttl=COUNTER_TTL, now=check.now
+            )
         except StateUnavailable:
             return self._unavailable()
-        seen = [
-            _Counter(c.spec, c.kind, c.limit, c.cost, prev, cur + (c.cost if allowed else 0))
-            for c, (prev, cur) in zip(counters, counts, strict=True)
-        ]
-        headers = _headers(seen, weight, elapsed)
-        if allowed:
-            return Decision(True, None, headers)
-        before = [
-            _Counter(c.spec, c.kind, c.limit, c.cost, prev, cur)
-            for c, (prev, cur) in zip(counters, counts, strict=True)
-        ]
-        retry_after, reason = _refusal(before, weight, elapsed)
-        return Decision(False, retry_after, headers, reason)
+        return check.decide(admitted.allowed, admitted.counts)
 
     def _unavailable(self) -> Decision:
         if not self._fail_open:
@@ -250,17 +340,33 @@ class RateLimiter:
         logger.warning("rate limits not checked: shared state unreachable (failing open)")
         return Decision(True, None, [])
 
+    def tokens(
+        self, specs: Sequence[LimitSpec], count: int, *, check: RateCheck | None = None
+    ) -> Tokens | None:
+        """What counting `count` output tokens on every spec with a tpm takes (None: nothing).
+        `check`: the request's admission, whose counters serve if still in the same minute."""
+        if count <= 0:
+            return None
+        window = int(self._clock() // WINDOW)
+        if check is not None and check.window == window:
+            plan: _Plan | None = check.plan
+        else:
+            plan = _plan(tuple(specs), window)
+        return Tokens(plan.token_keys, count) if plan is not None and plan.token_keys else None
+
     async def add_tokens(self, specs: Sequence[LimitSpec], tokens: int) -> None:
         """Count `tokens` more (the completion's, after the call) on every spec with a tpm.
 
         Never raises: the response is already made, so an unreachable state only loses this
-        count (logged, and counted in `lost_updates`)."""
-        now, window, _, _ = self._window()
-        keys = [_key(s, "tokens", window) for s in dict.fromkeys(specs) if s.tpm is not None]
-        if not keys or tokens <= 0:
+        count (logged, and counted in `lost_updates`). `BudgetLedger.settle(..., tokens=)` does
+        the same in the budgets' settlement."""
+        count = self.tokens(specs, tokens)
+        if count is None:
             return
         try:
-            await self._state.window_add(keys, tokens, ttl=_TTL, now=now)
+            await self._state.settle(
+                count.keys, count.count, None, 0, ttl=COUNTER_TTL, now=self._clock()
+            )
         except StateUnavailable:
             self.lost_updates += 1
             logger.warning("%d tokens not counted: shared state unreachable", tokens)

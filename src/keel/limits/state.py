@@ -1,8 +1,10 @@
 """Shared state for rate limits and budgets: one protocol, in-process and Redis implementations.
 
-Every operation is one atomic check-and-update. `RedisState` runs a Lua script per operation, so
+A request takes two operations, each one atomic check-and-update: `admit` (its rate-limit
+counters and its budget reservation, all or nothing) and `settle` (its output tokens counted, its
+reservation released, its actual cost charged). `RedisState` runs a Lua script per operation, so
 replicas sharing one Redis see one set of counters (a limit is global, not per pod); the scripts
-called in one event-loop turn travel in one pipeline.
+called in one event-loop turn leave in one write on one connection (`keel.limits.wire`).
 `MemoryState` does the same steps in plain Python without awaiting in between, which makes each
 operation atomic with respect to the event loop — correct for one process only.
 
@@ -13,32 +15,29 @@ whether that fails closed or open.
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
-
 from keel.limits import lua
+from keel.limits.wire import Link, LinkError, ReplyError, Script, pack
 
 __all__ = [
+    "Admitted",
+    "BudgetRefusal",
     "BudgetSlot",
     "Crossing",
+    "Hold",
     "MemoryState",
     "RedisState",
-    "ReserveResult",
     "SharedState",
     "StateUnavailable",
     "WindowCounter",
 ]
 
 _SWEEP_EVERY = 1024  # MemoryState drops expired entries once per this many writes
+_MAX_HEADS = 1024  # RedisState's packed command heads kept
 
 
 class StateUnavailable(Exception):
@@ -47,12 +46,11 @@ class StateUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WindowCounter:
-    """One per-minute counter: its current and previous minute keys, its limit, this cost."""
+    """One per-minute counter: its current and previous minute keys, and its limit."""
 
     current: str
     previous: str
     limit: int
-    cost: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +66,37 @@ class BudgetSlot:
         return 0 if self.expires_at is None else max(1, math.ceil(self.expires_at - now))
 
 
+@dataclass(slots=True)  # made per request: an unfrozen one costs less to make
+class Hold:
+    """A reservation on a chain of budgets: `amount` micro-USD on every slot, under the id
+    `rid`, released by its settlement or else at `until` (epoch seconds)."""
+
+    slots: tuple[BudgetSlot, ...]
+    rid: str
+    amount: int
+    until: float
+
+
 @dataclass(frozen=True, slots=True)
-class ReserveResult:
-    """`failed` is the index of the first budget that could not take the amount."""
+class BudgetRefusal:
+    """Budget `index` of a hold could not take the amount: its totals, and whether this is its
+    first refusal this period (the 100% notice)."""
+
+    index: int
+    spent: int
+    reserved: int
+    first: bool
+
+
+@dataclass(slots=True)  # made per request: an unfrozen one costs less to make
+class Admitted:
+    """What `admit` did: everything (`allowed`) or nothing. `counts` are the counters'
+    (previous, current) as read before the increment; `refusal` names the budget that refused
+    (None when a counter refused, or nothing did)."""
 
     allowed: bool
-    failed: int | None = None
-    spent: int = 0
-    reserved: int = 0
-    first_refusal: bool = False  # the first refusal this period (the 100% notice)
+    counts: list[tuple[int, int]]
+    refusal: BudgetRefusal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,25 +115,35 @@ class SharedState(Protocol):
 
     async def close(self) -> None: ...
 
-    async def window_hit(
-        self, counters: Sequence[WindowCounter], *, weight: float, ttl: int, now: float
-    ) -> tuple[bool, list[tuple[int, int]]]:
-        """Admit `cost` on every counter or on none; return (allowed, [(previous, current)])
-        as read before the increment. A counter admits when previous * weight + current + cost
-        <= limit."""
+    async def admit(
+        self,
+        counters: Sequence[WindowCounter],
+        costs: Sequence[int],
+        hold: Hold | None,
+        *,
+        weight: float,
+        ttl: int,
+        now: float,
+    ) -> Admitted:
+        """Add its cost (`costs`, in order) to every counter and place `hold` on every one of
+        its budgets, or do nothing. A counter admits when previous * weight + current + cost
+        <= limit; a budget when spent + reserved + amount <= limit. Counters are checked
+        first: when one refuses, the budgets are not looked at."""
         ...
 
-    async def window_add(
-        self, keys: Sequence[str], amount: int, *, ttl: int, now: float
-    ) -> None: ...
-
-    async def budget_reserve(
-        self, slots: Sequence[BudgetSlot], *, rid: str, amount: int, now: float, hold_until: float
-    ) -> ReserveResult: ...
-
-    async def budget_settle(
-        self, slots: Sequence[BudgetSlot], *, rid: str, charge: int, now: float
-    ) -> list[Crossing]: ...
+    async def settle(
+        self,
+        keys: Sequence[str],
+        tokens: int,
+        hold: Hold | None,
+        charge: int,
+        *,
+        ttl: int,
+        now: float,
+    ) -> list[Crossing]:
+        """Add `tokens` to the counters `keys`; release `hold` (if it has not expired) and add
+        `charge` to every one of its budgets. Returns the thresholds (80 and 100%) crossed."""
+        ...
 
     async def budget_read(self, slot: BudgetSlot, *, now: float) -> tuple[int, int]: ...
 
@@ -165,27 +195,7 @@ class MemoryState:
                 k: b for k, b in self._budgets.items() if b.expires_at is None or b.expires_at > now
             }
 
-    async def window_hit(
-        self, counters: Sequence[WindowCounter], *, weight: float, ttl: int, now: float
-    ) -> tuple[bool, list[tuple[int, int]]]:
-        self._now = max(self._now, now)
-        counts = [(self._count(c.previous), self._count(c.current)) for c in counters]
-        allowed = all(
-            prev * weight + cur + c.cost <= c.limit
-            for c, (prev, cur) in zip(counters, counts, strict=True)
-        )
-        if allowed:
-            for c in counters:
-                self._incr(c.current, c.cost, ttl)
-        return allowed, counts
-
-    async def window_add(self, keys: Sequence[str], amount: int, *, ttl: int, now: float) -> None:
-        self._now = max(self._now, now)
-        for key in keys:
-            self._incr(key, amount, ttl)
-
     def _budget(self, slot: BudgetSlot, now: float) -> _Budget:
-        self._now = max(self._now, now)
         budget = self._budgets.get(slot.key)
         if budget is None or (budget.expires_at is not None and budget.expires_at <= now):
             budget = self._budgets[slot.key] = _Budget()
@@ -194,27 +204,56 @@ class MemoryState:
         budget.purge(now)
         return budget
 
-    async def budget_reserve(
-        self, slots: Sequence[BudgetSlot], *, rid: str, amount: int, now: float, hold_until: float
-    ) -> ReserveResult:
-        budgets = [self._budget(slot, now) for slot in slots]
-        for i, (slot, b) in enumerate(zip(slots, budgets, strict=True)):
-            if b.spent + b.reserved + amount > slot.limit:
-                first = 100 not in b.flags
-                b.flags.add(100)
-                return ReserveResult(False, i, b.spent, b.reserved, first)
-        for b in budgets:
-            b.reserved += amount
-            b.holds[rid] = (amount, hold_until)
-        return ReserveResult(True)
+    async def admit(
+        self,
+        counters: Sequence[WindowCounter],
+        costs: Sequence[int],
+        hold: Hold | None,
+        *,
+        weight: float,
+        ttl: int,
+        now: float,
+    ) -> Admitted:
+        self._now = max(self._now, now)
+        counts = [(self._count(c.previous), self._count(c.current)) for c in counters]
+        if any(
+            prev * weight + cur + cost > c.limit
+            for c, cost, (prev, cur) in zip(counters, costs, counts, strict=True)
+        ):
+            return Admitted(False, counts)
+        if hold is not None:
+            budgets = [self._budget(slot, now) for slot in hold.slots]
+            for i, (slot, b) in enumerate(zip(hold.slots, budgets, strict=True)):
+                if b.spent + b.reserved + hold.amount > slot.limit:
+                    first = 100 not in b.flags
+                    b.flags.add(100)
+                    return Admitted(False, counts, BudgetRefusal(i, b.spent, b.reserved, first))
+            for b in budgets:
+                b.reserved += hold.amount
+                b.holds[hold.rid] = (hold.amount, hold.until)
+        for c, cost in zip(counters, costs, strict=True):
+            self._incr(c.current, cost, ttl)
+        return Admitted(True, counts)
 
-    async def budget_settle(
-        self, slots: Sequence[BudgetSlot], *, rid: str, charge: int, now: float
+    async def settle(
+        self,
+        keys: Sequence[str],
+        tokens: int,
+        hold: Hold | None,
+        charge: int,
+        *,
+        ttl: int,
+        now: float,
     ) -> list[Crossing]:
-        crossed = []
-        for i, slot in enumerate(slots):
+        self._now = max(self._now, now)
+        for key in keys:
+            self._incr(key, tokens, ttl)
+        crossed: list[Crossing] = []
+        if hold is None:
+            return crossed
+        for i, slot in enumerate(hold.slots):
             b = self._budget(slot, now)
-            held = b.holds.pop(rid, None)
+            held = b.holds.pop(hold.rid, None)
             if held is not None:
                 b.reserved -= held[0]
             b.spent += charge
@@ -225,6 +264,7 @@ class MemoryState:
         return crossed
 
     async def budget_read(self, slot: BudgetSlot, *, now: float) -> tuple[int, int]:
+        self._now = max(self._now, now)
         b = self._budget(slot, now)
         return b.spent, b.reserved
 
@@ -236,139 +276,117 @@ def _unavailable(cause: BaseException) -> StateUnavailable:
     return error
 
 
-_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
-
-
 class RedisState:
     """State in one Redis shared by every replica; each operation is one Lua script call.
 
-    Timeouts are short (`timeout`, default 0.5 s) and a failed command is retried once at once
-    (a pooled connection may be stale after a Redis restart), so a dead Redis costs a request
-    about a second at most before `StateUnavailable`.
+    Timeouts are short (`timeout`, default 0.5 s): a dead or hung Redis costs a request about
+    that long, at most twice, before `StateUnavailable`.
+
+    A command's keys, limits and expiries are the same for every request of a caller in a
+    minute; they are packed once (the "head", kept by the identity of the rate limiter's and
+    the ledger's cached counters and slots) and each request adds one argument of its own.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = "keel:",
-        timeout: float = 0.5,
-        max_connections: int = 64,
-    ) -> None:
-        # A blocking pool bounds connections under load: excess callers wait briefly for one
-        # rather than opening thousands of sockets.
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout * 2,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-        )
-        self._redis = Redis.from_pool(pool)
+    def __init__(self, url: str, *, prefix: str = "keel:", timeout: float = 0.5) -> None:
+        self._link = Link(url, timeout=timeout)
         self._prefix = prefix
-        self._queue: list[_Call] = []
-        self._batches: set[asyncio.Future[None]] = set()
-        self._hit = self._redis.register_script(lua.WINDOW_HIT)
-        self._add = self._redis.register_script(lua.WINDOW_ADD)
-        self._reserve = self._redis.register_script(lua.BUDGET_RESERVE)
-        self._settle = self._redis.register_script(lua.BUDGET_SETTLE)
-        self._read = self._redis.register_script(lua.BUDGET_READ)
+        self._admit = Script(lua.ADMIT)
+        self._settle = Script(lua.SETTLE)
+        self._read = Script(lua.BUDGET_READ)
+        self._heads: dict[tuple[int, ...], tuple[object, object, bytes]] = {}
 
-    async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """Run one script; calls made in the same event-loop turn share one pipeline.
-
-        Each script stays atomic on its own; batching only saves round trips and redis-py's
-        per-command overhead, which dominates the cost of a check under load."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((script, [self._prefix + k for k in keys], args, future))
-        if len(self._queue) == 1:
-            asyncio.get_running_loop().call_soon(self._start_batch)
-        return await future
-
-    def _start_batch(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._run_batch(batch))
-        self._batches.add(task)  # held so the task is not garbage-collected mid-flight
-        task.add_done_callback(self._batches.discard)
-
-    async def _run_batch(self, batch: list[_Call]) -> None:
-        results: list[Any]
+    async def _run(self, script: Script, command: bytes) -> Any:
         try:
-            results = await self._pipeline(batch)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:  # Redis restarted or was flushed; only those calls did not run
-                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                    await self._redis.script_load(script.script)
-                again = await self._pipeline([batch[i] for i in missing])
-                for i, result in zip(missing, again, strict=True):
-                    results[i] = result
-        except Exception as exc:  # every caller must get an answer, whatever went wrong
-            results = [exc] * len(batch)
-        for (*_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller was cancelled
-                continue
-            if isinstance(result, (RedisError, OSError, TimeoutError)):
-                future.set_exception(_unavailable(result))
-            elif isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+            return await self._link.call(command, script)
+        except (LinkError, ReplyError) as exc:
+            raise _unavailable(exc) from exc
 
     async def ping(self) -> None:
         try:
-            await self._redis.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
+            await self._link.call(pack((b"PING",)))
+        except (LinkError, ReplyError) as exc:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
-        await asyncio.gather(*self._batches, return_exceptions=True)
-        await self._redis.aclose()
+        await self._link.close()
 
-    async def window_hit(
-        self, counters: Sequence[WindowCounter], *, weight: float, ttl: int, now: float
-    ) -> tuple[bool, list[tuple[int, int]]]:
-        keys = [k for c in counters for k in (c.current, c.previous)]
-        args: list[Any] = [repr(weight), ttl]
-        args += [v for c in counters for v in (c.limit, c.cost)]
-        out = await self._call(self._hit, keys, args)
-        counts = [(int(out[i]), int(out[i + 1])) for i in range(1, len(out), 2)]
-        return out[0] == 1, counts
+    def _head(
+        self,
+        script: Script,
+        counters: Sequence[Any],
+        slots: Sequence[BudgetSlot],
+        ttl: int,
+        keys: Callable[[], list[str]],
+        args: Callable[[], list[Any]],
+    ) -> bytes:
+        """The command of `script` but its last argument, packed once per (counters, slots)."""
+        key = (id(script), id(counters), id(slots), ttl)
+        hit = self._heads.get(key)
+        if hit is not None and hit[0] is counters and hit[1] is slots:
+            return hit[2]
+        names = keys() + [self._prefix + k for s in slots for k in (s.key, s.key + ":holds")]
+        limits = [v for s in slots for v in (s.limit, s.expires_at or 0)]
+        # Packed with an empty last argument, cut off again: the array counts it already.
+        head = script.command(names, [*args(), *limits, b""])[: -len(b"$0\r\n\r\n")]
+        if len(self._heads) >= _MAX_HEADS:  # callers come and go; the live ones come back
+            self._heads.clear()
+        self._heads[key] = (counters, slots, head)  # held: their ids cannot be reused
+        return head
 
-    async def window_add(self, keys: Sequence[str], amount: int, *, ttl: int, now: float) -> None:
-        await self._call(self._add, list(keys), [amount, ttl])
-
-    @staticmethod
-    def _budget_keys(slots: Sequence[BudgetSlot]) -> list[str]:
-        return [k for s in slots for k in (s.key, s.key + ":holds")]
-
-    async def budget_reserve(
-        self, slots: Sequence[BudgetSlot], *, rid: str, amount: int, now: float, hold_until: float
-    ) -> ReserveResult:
-        args: list[Any] = [repr(now), repr(hold_until), rid, amount]
-        args += [v for s in slots for v in (s.limit, s.ttl(now))]
-        out = await self._call(self._reserve, self._budget_keys(slots), args)
+    async def admit(
+        self,
+        counters: Sequence[WindowCounter],
+        costs: Sequence[int],
+        hold: Hold | None,
+        *,
+        weight: float,
+        ttl: int,
+        now: float,
+    ) -> Admitted:
+        p, n = self._prefix, len(counters)
+        head = self._head(
+            self._admit,
+            counters,
+            hold.slots if hold is not None else (),
+            ttl,
+            lambda: [k for c in counters for k in (p + c.current, p + c.previous)],
+            lambda: [n, ttl, *(c.limit for c in counters)],
+        )
+        held = f"{hold.until!r} {hold.rid} {hold.amount}" if hold is not None else f"{now!r} - 0"
+        own = f"{weight!r} {now!r} {held} {' '.join(map(str, costs))}".encode()
+        out = await self._run(self._admit, b"%b$%d\r\n%b\r\n" % (head, len(own), own))
+        counts = list(zip(out[1 : 2 * n + 1 : 2], out[2 : 2 * n + 2 : 2], strict=True))
         if out[0] == 1:
-            return ReserveResult(True)
-        return ReserveResult(False, int(out[1]) - 1, int(out[2]), int(out[3]), out[4] == 1)
+            return Admitted(True, counts)
+        if out[0] == 0:
+            return Admitted(False, counts)
+        index, spent, reserved, first = out[2 * n + 1 :]
+        return Admitted(False, counts, BudgetRefusal(index - 1, spent, reserved, first == 1))
 
-    async def budget_settle(
-        self, slots: Sequence[BudgetSlot], *, rid: str, charge: int, now: float
+    async def settle(
+        self,
+        keys: Sequence[str],
+        tokens: int,
+        hold: Hold | None,
+        charge: int,
+        *,
+        ttl: int,
+        now: float,
     ) -> list[Crossing]:
-        args: list[Any] = [rid, charge]
-        args += [v for s in slots for v in (s.limit, s.ttl(now))]
-        out = await self._call(self._settle, self._budget_keys(slots), args)
-        return [
-            Crossing(int(out[i]) - 1, int(out[i + 1]), int(out[i + 2]))
-            for i in range(0, len(out), 3)
-        ]
+        p = self._prefix
+        head = self._head(
+            self._settle,
+            keys,
+            hold.slots if hold is not None else (),
+            ttl,
+            lambda: [p + k for k in keys],
+            lambda: [len(keys), ttl],
+        )
+        own = f"{tokens} {hold.rid if hold is not None else '-'} {charge} {now!r}".encode()
+        out = await self._run(self._settle, b"%b$%d\r\n%b\r\n" % (head, len(own), own))
+        return [Crossing(out[i] - 1, out[i + 1], out[i + 2]) for i in range(0, len(out), 3)]
 
     async def budget_read(self, slot: BudgetSlot, *, now: float) -> tuple[int, int]:
-        out = await self._call(self._read, self._budget_keys([slot]), [repr(now)])
-        return int(out[0]), int(out[1])
+        keys = [self._prefix + slot.key, self._prefix + slot.key + ":holds"]
+        spent, reserved = await self._run(self._read, self._read.command(keys, [now]))
+        return int(spent), int(reserved)
