@@ -3,7 +3,6 @@ their history, through a running Keel's `/api/v1/alerts` routes (admin key)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from urllib.parse import quote
 import click
 
 from keel.cli.client import KeelClient
+from keel.cli.output import print_json, table
 
 __all__ = ["alerts_group", "parse_duration"]
 
@@ -39,19 +39,6 @@ def _client(ctx: click.Context) -> KeelClient:
 
 def _path(ref: str, *rest: str) -> str:
     return "/".join(["/alerts/rules", quote(ref, safe=""), *rest])
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    cells = [headers, *rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    )
 
 
 def _when(ts: float | None) -> str:
@@ -186,7 +173,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     """List the alert rules with their state."""
     rules = _client(ctx).request("GET", "/alerts/rules")["data"]
     if as_json:
-        _print_json(rules)
+        print_json(rules)
     elif not rules:
         click.echo(
             "No alert rules. Create one with: keel alerts create NAME --metric error_rate "
@@ -203,7 +190,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
             ]
             for r in rules
         ]
-        click.echo(_table(["NAME", "STATE", "VALUE", "CONDITION", "CHANNELS"], rows))
+        click.echo(table(["NAME", "STATE", "VALUE", "CONDITION", "CHANNELS"], rows))
 
 
 @alerts_group.command("show")
@@ -214,7 +201,7 @@ def show(ctx: click.Context, rule: str, as_json: bool) -> None:
     """Show RULE (id or name)."""
     data = _client(ctx).request("GET", _path(rule))
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
         click.echo(_describe(data))
 
@@ -277,7 +264,7 @@ def history(ctx: click.Context, rule: str | None, limit: int, as_json: bool) -> 
         params["rule"] = rule
     events = _client(ctx).request("GET", "/alerts/events", params=params)["data"]
     if as_json:
-        _print_json(events)
+        print_json(events)
         return
     if not events:
         click.echo("No alert events.")
@@ -294,7 +281,7 @@ def history(ctx: click.Context, rule: str | None, limit: int, as_json: bool) -> 
                 f"{sent}/{len(e['deliveries'])}",
             ]
         )
-    click.echo(_table(["AT (UTC)", "RULE", "KIND", "VALUE", "SENT"], rows))
+    click.echo(table(["AT (UTC)", "RULE", "KIND", "VALUE", "SENT"], rows))
 
 
 @alerts_group.command("test")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date, datetime
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import click
 
 from keel.cli.client import KeelClient
+from keel.cli.output import print_json
 from keel.keys import tokens
 
 __all__ = ["describe_limits", "keys_group", "limit_options", "parse_expires"]
@@ -106,10 +106,6 @@ def _client(ctx: click.Context) -> KeelClient:
     return client if client is not None else KeelClient()
 
 
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
 def _table(rows: list[dict[str, Any]]) -> str:
     columns = [
         "id",
@@ -177,7 +173,7 @@ def create(
         body["allowed_models"] = list(models)
     created = _client(ctx).request("POST", "/keys", json=body)
     if as_json:
-        _print_json(created)
+        print_json(created)
     else:
         click.echo(f"Created key {created['id']} ({created['name']}):")
         click.echo(created["key"])
@@ -193,7 +189,7 @@ def list_(ctx: click.Context, include_revoked: bool, as_json: bool) -> None:
     params = {"include_revoked": "true"} if include_revoked else None
     rows = _client(ctx).request("GET", "/keys", params=params)["data"]
     if as_json:
-        _print_json(rows)
+        print_json(rows)
     elif not rows:
         click.echo("No keys. Create one with: keel keys create --name NAME")
     else:
@@ -240,6 +236,6 @@ def update(
         raise click.UsageError("give at least one of --rpm, --tpm, --budget-usd, --budget-period")
     info = _client(ctx).request("PATCH", f"/keys/{_key_id(key)}", json=body)
     if as_json:
-        _print_json(info)
+        print_json(info)
     else:
         click.echo(f"Updated key {info['id']} ({info['name']}): {describe_limits(info)}.")

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import click
 
 from keel.cli.client import CliError, KeelClient
+from keel.cli.output import print_json, table
 from keel.prompts import files, render
 from keel.prompts.model import PromptError
 
@@ -29,19 +30,6 @@ def _client(ctx: click.Context) -> KeelClient:
 
 def _path(name: str, *rest: str) -> str:
     return "/".join(["/prompts", quote(name, safe=""), *(quote(p, safe="") for p in rest)])
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    cells = [headers, *rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    )
 
 
 def _labels(labels: dict[str, int]) -> str:
@@ -153,7 +141,7 @@ def diff(ctx: click.Context, name: str, a: str, b: str, as_json: bool) -> None:
     params = {"from": _version_of(client, name, a), "to": _version_of(client, name, b)}
     answer = client.request("GET", _path(name, "diff"), params=params)
     if as_json:
-        _print_json(answer)
+        print_json(answer)
     else:
         _show_diff(answer)
 
@@ -200,7 +188,7 @@ def history(ctx: click.Context, name: str, label: str | None, as_json: bool) -> 
     params = {"label": label} if label else None
     moves = _client(ctx).request("GET", _path(name, "history"), params=params)["data"]
     if as_json:
-        _print_json(moves)
+        print_json(moves)
     elif not moves:
         click.echo(f"No label moves for {name}.")
     else:
@@ -215,7 +203,7 @@ def history(ctx: click.Context, name: str, label: str | None, as_json: bool) -> 
             ]
             for m in moves
         ]
-        click.echo(_table(["AT", "LABEL", "ACTION", "FROM", "TO", "ACTOR"], rows))
+        click.echo(table(["AT", "LABEL", "ACTION", "FROM", "TO", "ACTOR"], rows))
 
 
 @prompts_group.command("list")
@@ -225,9 +213,9 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     """Every prompt with its latest version and its labels."""
     rows = _client(ctx).request("GET", "/prompts")["data"]
     if as_json:
-        _print_json(rows)
+        print_json(rows)
     elif not rows:
         click.echo("No prompts. Push a folder of prompt files with: keel prompts push DIR")
     else:
-        table = [[r["name"], str(r["latest_version"]), _labels(r["labels"])] for r in rows]
-        click.echo(_table(["NAME", "LATEST", "LABELS"], table))
+        listed = [[r["name"], str(r["latest_version"]), _labels(r["labels"])] for r in rows]
+        click.echo(table(["NAME", "LATEST", "LABELS"], listed))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -11,6 +10,7 @@ from urllib.parse import quote
 import click
 
 from keel.cli.client import KeelClient
+from keel.cli.output import print_json, table
 
 __all__ = ["span_tree", "traces_group"]
 
@@ -18,19 +18,6 @@ __all__ = ["span_tree", "traces_group"]
 def _client(ctx: click.Context) -> KeelClient:
     client = ctx.find_object(KeelClient)
     return client if client is not None else KeelClient()
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    cells = [headers, *rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    )
 
 
 def _ms(value: float | None) -> str:
@@ -107,14 +94,14 @@ def list_(ctx: click.Context, /, as_json: bool, **options: Any) -> None:
     params = {k: v for k, v in options.items() if v is not None}
     page = _client(ctx).request("GET", "/traces", params=params)
     if as_json:
-        _print_json(page)
+        print_json(page)
         return
     rows = page["data"]
     if not rows:
         click.echo("No traces.")
         return
     click.echo(
-        _table(
+        table(
             ["TRACE", "START (UTC)", "NAME", "SPANS", "DURATION", "TOKENS", "COST", "STATUS"],
             [
                 [
@@ -143,7 +130,7 @@ def show(ctx: click.Context, trace_id: str, as_json: bool) -> None:
     """One trace as an indented tree of its spans, and its scores."""
     trace = _client(ctx).request("GET", f"/traces/{quote(trace_id, safe='')}")
     if as_json:
-        _print_json(trace)
+        print_json(trace)
         return
     spans = trace["spans"]
     click.echo(f"Trace {trace['trace_id']}: {len(spans)} spans")

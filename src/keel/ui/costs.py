@@ -17,10 +17,10 @@ from starlette.responses import Response
 from keel.analytics import query as analytics
 from keel.runtime import Runtime
 from keel.ui.charts import Series, line_chart
-from keel.ui.overview import filters_of, top_cost
-from keel.ui.params import PageError, database, error_page
+from keel.ui.overview import dashboard_query, top_cost
+from keel.ui.params import PageError, error_page
 from keel.ui.templating import render
-from keel.ui.timerange import RangeError, TimeRange, parse_range
+from keel.ui.timerange import TimeRange
 
 __all__ = ["CostsPage", "csv_link"]
 
@@ -42,11 +42,7 @@ class CostsPage:
     async def costs(self, request: Request) -> Response:
         """`/costs?range=…`: totals, cost over time, and the three breakdowns."""
         try:
-            db = database(self.runtime)
-            tr = parse_range(request.query_params)
-            filters, chosen = filters_of(request)
-        except RangeError as exc:
-            return error_page(request, PageError(400, str(exc)))
+            db, tr, filters, chosen = dashboard_query(self.runtime, request)
         except PageError as exc:
             return error_page(request, exc)
         since, until = tr.since, tr.until

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from keel import __version__
 from keel.analytics import query as analytics
 from keel.runtime import Runtime
+from keel.storage.database import Database
 from keel.ui.charts import Series, line_chart
 from keel.ui.params import PageError, database, error_page, text_param
 from keel.ui.templating import render
@@ -43,6 +44,19 @@ def filters_of(request: Request) -> tuple[analytics.Filters, dict[str, str]]:
     """The analytics filters in the query string, and the same as a dict for the form."""
     chosen = {name: value for name in FILTER_NAMES if (value := text_param(request, name))}
     return analytics.Filters(**chosen), chosen
+
+
+def dashboard_query(
+    runtime: Runtime, request: Request
+) -> tuple[Database, TimeRange, analytics.Filters, dict[str, str]]:
+    """What a dashboard page reads: the database, `?range=…` and the filters (PageError)."""
+    db = database(runtime)
+    try:
+        tr = parse_range(request.query_params)
+    except RangeError as exc:
+        raise PageError(400, str(exc)) from None
+    filters, chosen = filters_of(request)
+    return db, tr, filters, chosen
 
 
 def charts(points: list[dict[str, Any]], tr: TimeRange) -> list[tuple[str, Markup]]:
@@ -76,11 +90,7 @@ class OverviewPage:
     async def overview(self, request: Request) -> Response:
         """`/`: the dashboard for `?range=…` and the model/customer/pipeline filters."""
         try:
-            db = database(self.runtime)
-            tr = parse_range(request.query_params)
-            filters, chosen = filters_of(request)
-        except RangeError as exc:
-            return error_page(request, PageError(400, str(exc)))
+            db, tr, filters, chosen = dashboard_query(self.runtime, request)
         except PageError as exc:
             return error_page(request, exc)
         since, until = tr.since, tr.until
