@@ -397,7 +397,7 @@ def count_spans(db_path: Path) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of Keel's process and of its live children (the OTLP decoding process)."""
+    """CPU time of Keel's process and of any live child process it started."""
     total = 0.0
     for each in (pid, *children(pid)):
         fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
