@@ -18,6 +18,7 @@ from keel.alerts.notify import Sender
 from keel.analytics.query import Filters
 from keel.storage.database import Database
 from tests.alerts.receiver import Receiver
+from tests.clock import Clock
 from tests.servers import TcpProxy
 
 
@@ -36,14 +37,6 @@ class FakeMetrics:
         if metric in self.fail:
             raise RuntimeError("metric source broke")
         return self.values.get(metric)
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from keel.cache import Cache, CacheEntry, CacheHit, Lookup, MemoryCache, RedisCache
 from keel.cache.store import decode_entry, encode_entry
 from keel.providers.base import Usage
-from tests.cache.conftest import Clock, MakeCache
+from tests.cache.conftest import MakeCache
+from tests.clock import Clock
 
 BODY = {"model": "smart", "messages": [{"role": "user", "content": "hello"}]}
 ANSWER = orjson.dumps(

@@ -10,7 +10,8 @@ import orjson
 
 from keel.cache import Cache, Lookup
 from keel.cache.semantic import semantic_query
-from tests.cache.conftest import Clock, MakeCache, vectors
+from tests.cache.conftest import MakeCache, vectors
+from tests.clock import Clock
 
 PARIS = [1.0, 0.0, 0.0, 0.0]
 PARIS_TOO = [0.99, 0.1, 0.0, 0.0]  # cosine 0.995 with PARIS

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keel.keys import store
 from keel.keys.auth import Authenticator, AuthError
 from keel.keys.revocation import RevocationFeed
-from tests.limits.conftest import dead_redis_url, prefix, redis_url  # noqa: F401
 
 ADMIN_KEY = "admin-key-0123456789"
 
@@ -29,8 +28,8 @@ async def _replica(engine: AsyncEngine, url: str, pre: str) -> tuple[Authenticat
 @pytest.fixture
 async def replicas(
     engine: AsyncEngine,
-    redis_url: str,  # noqa: F811
-    prefix: str,  # noqa: F811
+    redis_url: str,
+    prefix: str,
 ) -> AsyncIterator[tuple[tuple[Authenticator, RevocationFeed], ...]]:
     a = await _replica(engine, redis_url, prefix)
     b = await _replica(engine, redis_url, prefix)
@@ -92,8 +91,8 @@ async def test_a_stale_read_cannot_bring_a_revoked_key_back(
 async def test_a_replica_starting_later_reads_the_revoked_set(
     engine: AsyncEngine,
     replicas: tuple[tuple[Authenticator, RevocationFeed], ...],
-    redis_url: str,  # noqa: F811
-    prefix: str,  # noqa: F811
+    redis_url: str,
+    prefix: str,
 ) -> None:
     (_, feed_a), _ = replicas
     forever, _ = await store.insert_key(engine, name="forever")
@@ -128,7 +127,7 @@ async def test_a_limit_change_reaches_the_other_replica(
         await asyncio.sleep(0.005)
 
 
-async def test_redis_down(engine: AsyncEngine, dead_redis_url: str) -> None:  # noqa: F811
+async def test_redis_down(engine: AsyncEngine, dead_redis_url: str) -> None:
     """Publishing never raises; the revocation holds here; cached keys keep working."""
     row, token = await store.insert_key(engine, name="app")
     other, other_token = await store.insert_key(engine, name="other")
@@ -154,7 +153,7 @@ async def test_redis_down(engine: AsyncEngine, dead_redis_url: str) -> None:  # 
 async def test_resubscribes_after_losing_redis(
     engine: AsyncEngine,
     replicas: tuple[tuple[Authenticator, RevocationFeed], ...],
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     """A revocation published while B is disconnected reaches B from the set on reconnect."""
     (_, feed_a), (auth_b, feed_b) = replicas

@@ -19,7 +19,7 @@ from keel.limits import (
     RedisState,
     SharedState,
 )
-from tests.limits.conftest import Clock
+from tests.clock import Clock
 
 BUDGET = BudgetSpec("key", "k1", 1.00, "total")
 

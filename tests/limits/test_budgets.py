@@ -20,7 +20,7 @@ from keel.limits import (
     SharedState,
     worst_case_cost,
 )
-from tests.limits.conftest import Clock
+from tests.clock import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
 ACME = BudgetSpec("customer", "acme", 1.00, "month")

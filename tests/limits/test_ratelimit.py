@@ -9,7 +9,7 @@ import time
 import pytest
 
 from keel.limits import LimitError, LimitSpec, RateLimiter, RedisState, SharedState
-from tests.limits.conftest import Clock
+from tests.clock import Clock
 
 
 async def test_forty_concurrent_requests_admit_exactly_ten_across_two_replicas(

@@ -26,6 +26,7 @@ from keel.sdk import (
     get_prompt,
 )
 from tests.api.app import Gate, serve_prompts
+from tests.clock import Clock
 
 ADMIN_KEY = "admin-key-for-sdk-tests-0123"
 RESOLVE = "/api/v1/prompts/summarize/resolve"
@@ -33,14 +34,6 @@ MESSAGES = [
     {"role": "system", "content": "You write summaries for {{ audience }}."},
     {"role": "user", "content": "{{ text }}"},
 ]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
