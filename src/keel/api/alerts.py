@@ -17,7 +17,7 @@ from keel.alerts import store
 from keel.alerts.rules import Rule, RuleError
 from keel.alerts.service import AlertService
 from keel.api.auth import ApiError, require_admin
-from keel.storage.database import Database
+from keel.api.params import database
 
 __all__ = [
     "ChannelIn",
@@ -138,17 +138,12 @@ class TestOut(BaseModel):
     deliveries: list[DeliveryOut]
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
 def _out(rule: Rule) -> RuleOut:
     return RuleOut.model_validate(rule.to_dict())
 
 
 async def _rule(request: Request, ref: str) -> Rule:
-    rule = await store.get_rule(_db(request), ref)
+    rule = await store.get_rule(database(request), ref)
     if rule is None:
         raise ApiError(404, f"no alert rule {ref!r}")
     return rule
@@ -163,7 +158,7 @@ async def create_rule(body: CreateRuleRequest, request: Request) -> RuleOut:
     """Create a rule (state ok); it is evaluated from the next tick."""
     fields = body.model_dump()
     try:
-        rule = await store.create_rule(_db(request), **fields)
+        rule = await store.create_rule(database(request), **fields)
     except RuleError as exc:
         raise _bad(exc) from None
     return _out(rule)
@@ -172,7 +167,9 @@ async def create_rule(body: CreateRuleRequest, request: Request) -> RuleOut:
 @router.get("/rules", response_model=RuleList)
 async def list_rules(request: Request) -> RuleList:
     """Every rule, by name, with its state and last value."""
-    return RuleList(data=[RuleOut.model_validate(r) for r in await store.list_rules(_db(request))])
+    return RuleList(
+        data=[RuleOut.model_validate(r) for r in await store.list_rules(database(request))]
+    )
 
 
 @router.get("/rules/{ref}", response_model=RuleOut)
@@ -189,7 +186,7 @@ async def update_rule(ref: str, body: UpdateRuleRequest, request: Request) -> Ru
     if nulls:
         raise ApiError(400, f"{', '.join(nulls)} cannot be null")
     try:
-        rule = await store.update_rule(_db(request), ref, changes)
+        rule = await store.update_rule(database(request), ref, changes)
     except RuleError as exc:
         raise _bad(exc) from None
     if rule is None:
@@ -200,7 +197,7 @@ async def update_rule(ref: str, body: UpdateRuleRequest, request: Request) -> Ru
 @router.delete("/rules/{ref}", response_model=RuleOut)
 async def delete_rule(ref: str, request: Request) -> RuleOut:
     """Delete a rule; answers the deleted rule. Its history stays."""
-    rule = await store.delete_rule(_db(request), ref)
+    rule = await store.delete_rule(database(request), ref)
     if rule is None:
         raise ApiError(404, f"no alert rule {ref!r}")
     return _out(rule)
@@ -228,7 +225,7 @@ async def list_events(
     """The history of firing, resolved and budget threshold events, latest first."""
     rule_id = None
     if rule is not None:
-        found = await store.get_rule(_db(request), rule)
+        found = await store.get_rule(database(request), rule)
         rule_id = found.id if found is not None else rule
-    events = await store.list_events(_db(request), rule_id=rule_id, limit=limit)
+    events = await store.list_events(database(request), rule_id=rule_id, limit=limit)
     return EventList(data=[EventOut.model_validate(e) for e in events])

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from keel.analytics import query
 from keel.analytics.ranges import TimeRange, default_step, parse_duration, resolve
 from keel.api.auth import ApiError, require_admin
-from keel.storage.database import Database
+from keel.api.params import database
 
 __all__ = ["RANGE_DOC", "SINCE_DOC", "UNTIL_DOC", "filters_of", "router", "time_range"]
 
@@ -18,11 +18,6 @@ router = APIRouter(dependencies=[Depends(require_admin)], tags=["metrics"])
 RANGE_DOC = "`15m`, `1h`, `6h`, `24h`, `7d` or `30d`, ending at `until`"
 SINCE_DOC = "unix seconds or ISO 8601 (default: 24 hours before until)"
 UNTIL_DOC = "unix seconds or ISO 8601 (default: now)"
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
 
 
 def filters_of(request: Request) -> query.Filters:
@@ -67,7 +62,7 @@ async def metrics(
         raise ApiError(400, str(exc)) from None
     if order_by not in query.METRICS:
         raise ApiError(400, f"`order_by` must be one of: {', '.join(query.METRICS)}")
-    db = _db(request)
+    db = database(request)
     try:
         summary = await query.summary(db, tr.since, tr.until, filters)
         series = await query.series(db, tr.since, tr.until, step_s, filters)

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from keel.api.auth import ApiError, require_admin
+from keel.api.params import database, unix_time
 from keel.storage import requests_repo
-from keel.storage.database import Database
 
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[Depends(require_admin)], tags=["requests"])
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _timestamp(value: str | None, name: str) -> float | None:
-    """Unix seconds or an ISO 8601 time (naive means UTC)."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, f"`{name}` must be unix seconds or an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        return parsed.timestamp() - parsed.astimezone().utcoffset().total_seconds()  # type: ignore[union-attr]
-    return parsed.timestamp()
 
 
 def _status(value: str | None) -> int | str | None:
@@ -63,14 +40,14 @@ async def list_requests(
 ) -> dict[str, Any]:
     try:
         items, next_cursor = await requests_repo.list_requests(
-            _db(request),
+            database(request),
             model=model,
             customer=customer,
             pipeline=pipeline,
             provider=provider,
             status=_status(status),
-            since=_timestamp(since, "since"),
-            until=_timestamp(until, "until"),
+            since=unix_time(since, "since"),
+            until=unix_time(until, "until"),
             limit=limit,
             cursor=cursor,
             prompt=prompt,
@@ -83,7 +60,7 @@ async def list_requests(
 
 @router.get("/requests/{request_id}")
 async def get_request(request: Request, request_id: str) -> dict[str, Any]:
-    found = await requests_repo.get_request(_db(request), request_id)
+    found = await requests_repo.get_request(database(request), request_id)
     if found is None:
         raise ApiError(
             404,
@@ -96,7 +73,7 @@ async def get_request(request: Request, request_id: str) -> dict[str, Any]:
 
 @router.get("/requests/{request_id}/payload")
 async def get_payload(request: Request, request_id: str) -> dict[str, Any]:
-    found = await requests_repo.get_payload(_db(request), request_id)
+    found = await requests_repo.get_payload(database(request), request_id)
     if found is None:
         raise ApiError(404, f"no stored payload for request {request_id!r}", "not_found_error")
     return found

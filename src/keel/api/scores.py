@@ -12,18 +12,13 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from keel.api.auth import ApiError, require_admin, require_principal
+from keel.api.params import database
 from keel.keys.auth import Principal
 from keel.scores import store
-from keel.storage.database import Database
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["scores"])
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
 
 
 def _author(principal: Principal) -> str:
@@ -50,7 +45,7 @@ async def add_score(
     if unknown:
         raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
     try:
-        score = await store.add_score(_db(request), **body, author=_author(principal))
+        score = await store.add_score(database(request), **body, author=_author(principal))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return JSONResponse(score, status_code=201)
@@ -65,6 +60,6 @@ async def list_scores(
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     rows = await store.list_scores(
-        _db(request), trace_id=trace_id, span_id=span_id, name=name, limit=limit
+        database(request), trace_id=trace_id, span_id=span_id, name=name, limit=limit
     )
     return {"data": rows}

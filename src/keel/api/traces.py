@@ -6,26 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from keel.analytics.ranges import parse_time
 from keel.api.auth import ApiError, require_admin
-from keel.storage.database import Database
+from keel.api.params import database, unix_time
 from keel.traces import store
 
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[Depends(require_admin)], tags=["traces"])
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _time(value: str | None, name: str) -> float | None:
-    try:
-        return None if value is None else parse_time(value, name)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
 
 
 @router.get("/traces")
@@ -42,9 +29,9 @@ async def list_traces(
 ) -> dict[str, Any]:
     try:
         rows, next_cursor = await store.list_traces(
-            _db(request),
-            since=_time(since, "since"),
-            until=_time(until, "until"),
+            database(request),
+            since=unix_time(since, "since"),
+            until=unix_time(until, "until"),
             limit=limit,
             cursor=cursor,
             session_id=session_id,
@@ -59,7 +46,7 @@ async def list_traces(
 
 @router.get("/traces/{trace_id}")
 async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
-    found = await store.get_trace(_db(request), trace_id)
+    found = await store.get_trace(database(request), trace_id)
     if found is None:
         raise ApiError(
             404,
@@ -72,7 +59,7 @@ async def get_trace(request: Request, trace_id: str) -> dict[str, Any]:
 
 @router.get("/traces/{trace_id}/spans/{span_id}")
 async def get_span(request: Request, trace_id: str, span_id: str) -> dict[str, Any]:
-    found = await store.get_span(_db(request), trace_id, span_id)
+    found = await store.get_span(database(request), trace_id, span_id)
     if found is None:
         raise ApiError(404, f"no span {span_id!r} in trace {trace_id!r}", "not_found_error")
     return found
@@ -88,9 +75,9 @@ async def list_sessions(
 ) -> dict[str, Any]:
     try:
         rows, next_cursor = await store.list_sessions(
-            _db(request),
-            since=_time(since, "since"),
-            until=_time(until, "until"),
+            database(request),
+            since=unix_time(since, "since"),
+            until=unix_time(until, "until"),
             limit=limit,
             cursor=cursor,
         )
@@ -101,7 +88,7 @@ async def list_sessions(
 
 @router.get("/sessions/{session_id}")
 async def get_session(request: Request, session_id: str) -> dict[str, Any]:
-    found = await store.get_session(_db(request), session_id)
+    found = await store.get_session(database(request), session_id)
     if found is None:
         raise ApiError(404, f"no session {session_id!r}", "not_found_error")
     return found
