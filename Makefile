@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup run test lint bench bench-ingest clean
 
-$(STAMP): pyproject.toml
+# setup.py and the C source too: an edited extension is rebuilt by `make setup` and `make test`
+$(STAMP): pyproject.toml setup.py src/keel/traces/_otlp_wire.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
