@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from keel.providers.base import Usage
 
@@ -40,6 +40,7 @@ CostSource = Literal["price-book", "override", "free", "unknown"]
 MockKind = Literal["chat", "embedding"]
 
 _PER_MTOK = 1_000_000
+_ZERO = Decimal(0)
 _MOCK = "mock"  # the offline provider's price provider id
 
 
@@ -52,8 +53,7 @@ class Cost:
     source: CostSource
 
 
-@dataclass(frozen=True, slots=True)
-class _Counts:
+class _Counts(NamedTuple):
     """Token totals, made consistent: every part is included in its total exactly once."""
 
     input: int
@@ -63,22 +63,24 @@ class _Counts:
     reasoning: int
 
 
+def _count(value: int | None) -> int:
+    return value if value is not None and value > 0 else 0
+
+
 def _counts(usage: Usage) -> _Counts | None:
-    raw = (
-        usage.input_tokens,
-        usage.cached_tokens,
-        usage.cache_write_tokens,
-        usage.output_tokens,
-        usage.reasoning_tokens,
-    )
-    if all(v is None for v in raw):
+    # Runs for every priced call and ingested LLM span: plain statements, no generators.
+    inp, cached, write = usage.input_tokens, usage.cached_tokens, usage.cache_write_tokens
+    out, reasoning = usage.output_tokens, usage.reasoning_tokens
+    if inp is None and out is None and cached is None and write is None and reasoning is None:
         return None
-    inp, cached, write, out, reasoning = (max(v or 0, 0) for v in raw)
+    inp, cached, write = _count(inp), _count(cached), _count(write)
+    out, reasoning = _count(out), _count(reasoning)
     # A total below the sum of its parts is a provider or adapter slip: the parts were billed,
     # so the total is raised to cover them rather than the call going unpriced.
     if inp < cached + write or out < reasoning:
         logger.debug("usage parts exceed their totals, raising the totals: %r", usage)
-    return _Counts(max(inp, cached + write), cached, write, max(out, reasoning), reasoning)
+        inp, out = max(inp, cached + write), max(out, reasoning)
+    return _Counts(inp, cached, write, out, reasoning)
 
 
 def _override_usd(counts: _Counts, rates: Mapping[str, float]) -> float:
@@ -171,34 +173,36 @@ def _book_rates(model_price: Any) -> _BookRates | None:
 
 def _unit_price(price: Any, count: int, total_input: int) -> Decimal:
     """genai-prices' rule: a tier applies when the call's total input exceeds its start."""
-    if price is None or count == 0:
-        return Decimal(0)
-    rate = price
-    if not isinstance(price, Decimal):  # TieredPrices
-        rate = price.base
-        for tier in reversed(price.tiers):
-            if total_input > tier.start:
-                rate = tier.price
-                break
+    if type(price) is Decimal:
+        return price * count
+    rate = price.base  # TieredPrices
+    for tier in reversed(price.tiers):
+        if total_input > tier.start:
+            rate = tier.price
+            break
     return Decimal(rate) * count
 
 
 def _fast_book_usd(counts: _Counts, rates: _BookRates) -> float:
     # Parts the book has no rate for stay in their total, as genai-prices decomposes them.
-    uncached = counts.input
+    inp, cached, write, out, reasoning = counts
+    uncached = inp
     if rates.cache_read is not None:
-        uncached -= counts.cached
+        uncached -= cached
     if rates.cache_write is not None:
-        uncached -= counts.cache_write
-    plain_output = counts.output - (counts.reasoning if rates.reasoning is not None else 0)
-    total = counts.input
-    usd = (
-        _unit_price(rates.input, uncached, total)
-        + _unit_price(rates.cache_read, counts.cached, total)
-        + _unit_price(rates.cache_write, counts.cache_write, total)
-        + _unit_price(rates.output, plain_output, total)
-        + _unit_price(rates.reasoning, counts.reasoning, total)
-    )
+        uncached -= write
+    if rates.reasoning is not None:
+        out -= reasoning
+    usd = _ZERO
+    for price, count in (
+        (rates.input, uncached),
+        (rates.cache_read, cached),
+        (rates.cache_write, write),
+        (rates.output, out),
+        (rates.reasoning, reasoning),
+    ):
+        if price is not None and count:
+            usd += _unit_price(price, count, inp)
     return float(usd / _PER_MTOK)
 
 
