@@ -85,6 +85,9 @@ HISTOGRAM_BOUNDS = tuple(HISTOGRAM_BASE**i for i in range(HISTOGRAM_BUCKETS - 1)
 VALUE_MAX = 256  # rollups.value is a String(256)
 _DIMENSIONS = ("model", "provider", "pipeline", "customer", "key_id", "prompt", "source")
 _CHUNK = 500  # keys per IN (...) lookup
+# keys per SQLite look-up: each query is a round trip to the driver's thread, which waits for the
+# event loop; SQLite binds at most 32,766 values (999 before 3.32)
+_SQLITE_CHUNK = 8000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 450
 _KEYS_JOIN = (
     "WITH k(t, s) AS (VALUES {}) SELECT spans.trace_id, spans.span_id FROM k CROSS JOIN spans"
     " ON spans.trace_id = k.t AND spans.span_id = k.s"
@@ -163,23 +166,30 @@ class CountedSpan(Protocol):
 
 # A new rollup row's values: counts are ints, sums of money and milliseconds floats.
 _ZERO = tuple(0.0 if name in _FLOAT_COLUMNS else 0 for name in VALUE_COLUMNS)
+_ZERO_SCALARS = _ZERO[:_LAT0]
 _TargetKey = tuple[str, int, str, str]
+
+
+_Calls = tuple[int, tuple[str | None, ...], tuple[str, ...]]  # (minute, dimensions, tags)
 
 
 class Rollup:
     """The contributions of a set of calls to their rollup rows; `rows()` lists the rows.
 
-    Each call adds its values straight to each of its rows (its minute's total and one hourly
-    row per dimension value; hourly totals are summed from the minutes at the end). The adds
-    are written out one by one: this runs for every counted call the writer stores, and a loop
-    over (column, value) pairs costs several times more.
+    Calls are first summed per (minute, dimension values, tags): a batch of thousands of calls
+    usually holds a few dozen such groups, and each group, not each call, is then added to its
+    rows (its minute's total and one hourly row per dimension value and tag; hourly totals are
+    summed from the minutes at the end). The adds are written out one by one: this runs for
+    every counted call the writer stores, and a loop over (column, value) pairs costs several
+    times more.
     """
 
     def __init__(self) -> None:
-        self._rows: dict[_TargetKey, list[float]] = {}
+        # per group: the scalar columns' sums and the histograms' non-zero buckets
+        self._groups: dict[_Calls, tuple[list[float], dict[int, int]]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._rows)
+        return bool(self._groups)
 
     def add_request(self, r: RequestRecord, sign: int = 1) -> None:
         self._add(
@@ -250,66 +260,60 @@ class Rollup:
         latency: float | None,
         ttft: float | None,
     ) -> None:
-        errors = sign if failed else 0
-        hits = sign if hit else 0
-        tokens_in = sign * input_tokens if input_tokens else 0
-        tokens_out = sign * output_tokens if output_tokens else 0
-        tokens_cached = sign * cached_tokens if cached_tokens else 0
-        tokens_reasoning = sign * reasoning_tokens if reasoning_tokens else 0
-        cost_usd = sign * cost if cost else 0.0
-        saved_usd = sign * saved if saved else 0.0
+        key = (int(at // 60) * 60, dimensions, tuple(tags) if tags else ())
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = (list(_ZERO_SCALARS), {})
+        sums, buckets = group
+        sums[0] += sign
+        if failed:
+            sums[1] += sign
+        if input_tokens:
+            sums[2] += sign * input_tokens
+        if output_tokens:
+            sums[3] += sign * output_tokens
+        if cached_tokens:
+            sums[4] += sign * cached_tokens
+        if reasoning_tokens:
+            sums[5] += sign * reasoning_tokens
+        if cost:
+            sums[6] += sign * cost
+        if saved:
+            sums[7] += sign * saved
+        if hit:
+            sums[8] += sign
         if latency is not None and latency == latency:  # not None, not NaN
-            lat_n, lat_sum = sign, sign * latency
-            lat_i = _LAT0 + bisect.bisect_right(HISTOGRAM_BOUNDS, latency)
-        else:
-            lat_n, lat_sum, lat_i = 0, 0.0, _LAT0
+            sums[9] += sign
+            sums[10] += sign * latency
+            i = _LAT0 + bisect.bisect_right(HISTOGRAM_BOUNDS, latency)
+            buckets[i] = buckets.get(i, 0) + sign
         if ttft is not None and ttft == ttft:
-            ttft_n, ttft_sum = sign, sign * ttft
-            ttft_i = _TTFT0 + bisect.bisect_right(HISTOGRAM_BOUNDS, ttft)
-        else:
-            ttft_n, ttft_sum, ttft_i = 0, 0.0, _TTFT0
-        minute = int(at // 60) * 60
-        hour = minute - minute % 3600
-        keys: list[_TargetKey] = [("m", minute, "", "")]
-        for name, value in zip(_DIMENSIONS, dimensions, strict=True):
-            keys.append(("h", hour, name, value[:VALUE_MAX] if value else ""))
-        if tags:
-            keys += [("h", hour, "tag", t) for t in {str(t)[:VALUE_MAX] for t in tags}]
-        rows = self._rows
-        for key in keys:
-            row = rows.get(key)
-            if row is None:
-                row = rows[key] = list(_ZERO)
-            row[0] += sign
-            row[1] += errors
-            row[2] += tokens_in
-            row[3] += tokens_out
-            row[4] += tokens_cached
-            row[5] += tokens_reasoning
-            row[6] += cost_usd
-            row[7] += saved_usd
-            row[8] += hits
-            row[9] += lat_n
-            row[10] += lat_sum
-            row[11] += ttft_n
-            row[12] += ttft_sum
-            row[lat_i] += lat_n
-            row[ttft_i] += ttft_n
+            sums[11] += sign
+            sums[12] += sign * ttft
+            i = _TTFT0 + bisect.bisect_right(HISTOGRAM_BOUNDS, ttft)
+            buckets[i] = buckets.get(i, 0) + sign
 
     def rows(self) -> list[tuple[Any, ...]]:
         """(grain, bucket, dimension, value, *VALUE_COLUMNS) per rollup row, sorted by key.
 
         Sorted so that concurrent writers lock the rows in one order (no deadlock).
         """
-        out = dict(self._rows)
-        for (grain, bucket, _, _), values in self._rows.items():
-            if grain == "m":
-                key = ("h", bucket - bucket % 3600, "", "")
-                total = out.get(key)
-                if total is None:
-                    out[key] = list(values)
-                else:
-                    out[key] = [a + b for a, b in zip(total, values, strict=True)]
+        out: dict[_TargetKey, list[float]] = {}
+        for (minute, dimensions, tags), (sums, buckets) in self._groups.items():
+            hour = minute - minute % 3600
+            keys: list[_TargetKey] = [("m", minute, "", ""), ("h", hour, "", "")]
+            for name, value in zip(_DIMENSIONS, dimensions, strict=True):
+                keys.append(("h", hour, name, value[:VALUE_MAX] if value else ""))
+            if tags:
+                keys += [("h", hour, "tag", t) for t in {str(t)[:VALUE_MAX] for t in tags}]
+            for key in keys:
+                row = out.get(key)
+                if row is None:
+                    row = out[key] = list(_ZERO)
+                for i, total in enumerate(sums):
+                    row[i] += total
+                for i, count in buckets.items():
+                    row[i] += count
         return [(*key, *values) for key, values in sorted(out.items())]
 
 
@@ -370,7 +374,7 @@ async def stored_spans(
     driver = raw.driver_connection
     assert driver is not None
     found: set[tuple[str, str]] = set()
-    for chunk in _chunks(keys):
+    for chunk in _chunks(keys, _SQLITE_CHUNK):
         # Straight to the driver, like the inserts: SQLAlchemy's expanding IN costs more to
         # compile than SQLite spends on the lookups.
         # A join from the keys, not `(trace_id, span_id) IN (VALUES ...)`: SQLite scans the
@@ -412,9 +416,9 @@ def _ours() -> Any:
     return text("xmin = pg_current_xact_id()::xid")
 
 
-def _chunks(items: Sequence[_T]) -> Iterable[list[_T]]:
-    for start in range(0, len(items), _CHUNK):
-        yield list(items[start : start + _CHUNK])
+def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterable[list[_T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
 async def add_rows(conn: AsyncConnection, dialect: str, rollup: Rollup) -> None:
