@@ -3,6 +3,7 @@ malformed and refused rows, and the pending-spans count."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,15 @@ from typing import Any
 import orjson
 import pytest
 
+from keel.records import pipeline as pipeline_module
 from keel.records.pipeline import SPAN_ROWS
 from keel.records.wal import WriteAheadLog
 from keel.storage.database import Database
 from keel.storage.spans_repo import SPAN_COLUMNS, SpanRowView, rollup_view, row_dict, span_row
 from keel.storage.tables import spans
-from tests.records.helpers import make_pipeline, until
+from tests.records.helpers import all_rows, make_pipeline, until
 from tests.records.test_pipeline_spans import make_span, span_rows
+from tests.storage.factory import make_record
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -164,19 +167,78 @@ async def test_a_batch_stops_at_its_byte_budget(
     # Entries of many spans: the writer takes fewer of them per transaction, and loses none.
     monkeypatch.setattr("keel.records.pipeline._BATCH_BYTES", 4096)
     pipeline = make_pipeline(tmp_path, db, batch_size=1000)
-    sizes: list[int] = []
-    read = pipeline._wal.read
+    batches: list[int] = []
+    write = pipeline_module.write_batch
 
-    def counting_read(position: int, max_entries: int) -> Any:
-        sizes.append(max_entries)
-        return read(position, max_entries)
+    async def counting_write(database: Database, rows: Any) -> None:
+        batches.append(len(rows))
+        await write(database, rows)
 
-    monkeypatch.setattr(pipeline._wal, "read", counting_read)
+    monkeypatch.setattr(pipeline_module, "write_batch", counting_write)
     await pipeline.start()
-    for batch in range(10):
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(4)])
+    await until(lambda: pipeline.pending_records == 0)  # the writer learns the entries' size
+    for batch in range(1, 10):
         pipeline.submit_spans([make_span(n, trace=batch + 1) for n in range(4)])
     await until(lambda: pipeline.pending_records == 0)
     assert len(await span_rows(db)) == 40
     assert pipeline.pending_spans == 0
-    assert min(sizes) < 10  # after the first batch, a few entries at a time
+    assert sum(batches) == 40
+    assert max(batches[1:]) < 36  # a few entries at a time, not the nine waiting
+    await pipeline.stop()
+
+
+async def test_the_writer_takes_this_runs_spans_from_memory(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Span entries reach the database without being read back from the log; request records
+    # between them are read from it; everything is written once.
+    pipeline = make_pipeline(tmp_path, db)
+    reads: list[tuple[int, int | None]] = []
+    read = pipeline._wal.read
+
+    def counting_read(position: int, max_entries: int, stop: int | None = None) -> Any:
+        found = read(position, max_entries, stop)
+        reads.append((len(found[0]), stop))
+        return found
+
+    monkeypatch.setattr(pipeline._wal, "read", counting_read)
+    await pipeline.start()
+    await until(lambda: pipeline.pending_records == 0)
+    reads.clear()
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(3)])
+    pipeline.submit(make_record(0))
+    pipeline.submit_spans([make_span(n, trace=2) for n in range(3)])
+    await until(lambda: pipeline.pending_records == 0)
+    assert len(await span_rows(db)) == 6
+    assert [r["id"] for r in await all_rows(db)] == [make_record(0).id]
+    assert sum(count for count, _ in reads) == 1  # the request record alone
+    assert pipeline.pending_spans == 0
+    await pipeline.stop()
+
+
+async def test_spans_beyond_the_memory_budget_are_read_from_the_log(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the writer is held up, entries past the memory budget are only in the log; the
+    # writer reads those back and still writes every span once.
+    monkeypatch.setattr("keel.records.pipeline._FRESH_BYTES", 3000)
+    pipeline = make_pipeline(tmp_path, db, batch_size=4)
+    held = asyncio.Event()
+    write = pipeline_module.write_batch
+
+    async def held_write(database: Database, rows: Any) -> None:
+        await held.wait()
+        await write(database, rows)
+
+    monkeypatch.setattr(pipeline_module, "write_batch", held_write)
+    await pipeline.start()
+    for batch in range(12):
+        pipeline.submit_spans([make_span(n, trace=batch + 1) for n in range(3)])
+    assert 0 < len(pipeline._fresh) < 12
+    held.set()
+    await until(lambda: pipeline.pending_records == 0)
+    assert len(await span_rows(db)) == 36
+    assert pipeline.pending_spans == 0
+    assert not pipeline._fresh
     await pipeline.stop()

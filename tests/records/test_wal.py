@@ -66,6 +66,23 @@ def test_rotation_and_reopen(tmp_path: Path, opened: list[WriteAheadLog]) -> Non
     assert len(_segments(tmp_path)) == 11  # a reopened log always starts a fresh segment
 
 
+def test_read_stops_before_a_position(tmp_path: Path, opened: list[WriteAheadLog]) -> None:
+    # The writer reads up to the first entry it holds in memory: within a segment, at a
+    # segment's start, and past a torn tail that ends the segment before it.
+    wal = _open(opened, tmp_path, segment_bytes=100)
+    ends = [wal.append(b"x" * 40 + str(n).encode()) for n in range(6)]  # two per segment
+    starts = [0, *ends[:-1]]
+    entries, resume = wal.read(0, 100, stop=starts[3])  # mid-segment
+    assert [e[1] for e in entries] == ends[:3] and resume == starts[3]
+    entries, resume = wal.read(0, 100, stop=starts[4])  # a segment's start
+    assert [e[1] for e in entries] == ends[:4] and resume == starts[4]
+    assert wal.read(starts[4], 100, stop=starts[4]) == ([], starts[4])
+    with open(tmp_path / f"wal-{starts[2]:016d}.log", "r+b") as file:
+        file.truncate(ends[2] - starts[2] + 5)  # the second entry of segment 2 is torn
+    entries, resume = wal.read(starts[3], 100, stop=starts[4])
+    assert entries == [] and resume == starts[4]
+
+
 def test_torn_tail_is_ignored(tmp_path: Path, opened: list[WriteAheadLog]) -> None:
     wal = _open(opened, tmp_path)
     for n in range(3):

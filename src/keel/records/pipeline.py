@@ -33,7 +33,7 @@ from sqlalchemy import exc as sa_exc
 
 from keel.records.model import RequestRecord
 from keel.records.span import SpanRecord
-from keel.records.wal import Entry, LogFullError, WriteAheadLog
+from keel.records.wal import ENTRY_HEADER_BYTES, Entry, LogFullError, WriteAheadLog
 from keel.storage.batch import Row, write_batch
 from keel.storage.database import Database
 from keel.storage.spans_repo import JSON_COLUMNS, SPAN_COLUMNS, SpanRow, row_dict, span_row
@@ -46,6 +46,7 @@ INTERRUPTED_ERROR = "interrupted: Keel stopped before the call finished"
 _DATA_ERROR_RETRIES = 3  # whole-batch attempts before looking for the row the database rejects
 SPAN_ROWS = 2  # the format marker of a span entry: [SPAN_ROWS, row, row, ...]
 _BATCH_BYTES = 16 << 20  # log bytes per writer batch (about 16,000 spans), whatever the entries
+_FRESH_BYTES = 32 << 20  # log bytes of span entries also kept in memory for the writer
 _JSON_POSITIONS = tuple(SPAN_COLUMNS.index(name) for name in JSON_COLUMNS)
 
 
@@ -91,6 +92,11 @@ class RecordPipeline:
         self._on_written = on_written  # sees every row once it is in the database
         self._stubs: dict[str, _Stub] = {}  # insertion order is log order: first is oldest
         self._read_pos = 0
+        # Span entries this run appended, as rows, until the writer takes them: (start, end,
+        # rows). The writer uses them instead of reading the log back and decoding it again;
+        # the log stays the truth (whatever is not here, or is dropped, is read from it).
+        self._fresh: deque[tuple[int, int, Sequence[SpanRow]]] = deque()
+        self._fresh_bytes = 0
         self._replay_end = 0  # the end of the log as found at start: entries of the last run
         self._replaying = True
         self._appended = 0  # entries in the log at start plus entries submitted since
@@ -225,7 +231,12 @@ class RecordPipeline:
         if not rows:
             return
         # A JSON array (request records are objects) led by the format marker.
-        self._wal.append(orjson.dumps([SPAN_ROWS, *rows]))
+        payload = orjson.dumps([SPAN_ROWS, *rows])
+        end = self._wal.append(payload)
+        size = ENTRY_HEADER_BYTES + len(payload)
+        if self._fresh_bytes + size <= _FRESH_BYTES:
+            self._fresh.append((end - size, end, rows))
+            self._fresh_bytes += size
         self._appended += 1
         self._spans_submitted += len(rows)
         self._wake.set()
@@ -270,9 +281,9 @@ class RecordPipeline:
         limit = self._batch_size
         if self._entry_bytes:
             limit = max(1, min(limit, int(_BATCH_BYTES / self._entry_bytes)))
-        entries, resume = await asyncio.to_thread(self._wal.read, self._read_pos, limit)
+        entries, resume = await self._next_entries(limit)
         if entries:
-            size = sum(len(payload) for payload, _ in entries) / len(entries)
+            size = (resume - self._read_pos) / len(entries)
             self._entry_bytes = size if not self._entry_bytes else (self._entry_bytes + size) / 2
         rows = self._absorb(entries)
         if self._replaying and resume >= self._replay_end:
@@ -288,13 +299,44 @@ class RecordPipeline:
         self._backlogged = len(entries) >= limit  # more waiting: no pause
         return not entries
 
-    def _absorb(self, entries: list[Entry]) -> dict[_Key, Row]:
+    async def _next_entries(self, limit: int) -> tuple[list[_Entry], int]:
+        """Up to `limit` entries from the read position, and the position after them: span
+        entries from memory where the writer has them, the others read from the log."""
+        fresh = self._fresh
+        position = self._read_pos
+        entries: list[_Entry] = []
+        while len(entries) < limit:
+            while fresh and fresh[0][0] < position:  # read from the log already
+                self._fresh_bytes -= fresh[0][1] - fresh[0][0]
+                fresh.popleft()
+            if fresh and fresh[0][0] == position:
+                start, position, rows = fresh.popleft()
+                self._fresh_bytes -= position - start
+                entries.append((rows, position))
+                continue
+            stop = fresh[0][0] if fresh else None
+            read, position = await asyncio.to_thread(
+                self._wal.read, position, limit - len(entries), stop
+            )
+            entries += read
+            if position != stop:  # the end of the log, or `limit` entries
+                break
+        return entries, position
+
+    def _absorb(self, entries: list[_Entry]) -> dict[_Key, Row]:
         """Rows to write for these entries; stubs go to the open-stub map instead."""
         rows: dict[_Key, Row] = {}
         start, now = self._read_pos, time.monotonic()
         for payload, after in entries:
             if self._replaying and start >= self._replay_end:
                 self._end_replay(rows)
+            if not isinstance(payload, bytes):  # a span entry's rows, kept since its append
+                for span in payload:
+                    rows.setdefault((span[0], span[1]), span)
+                self._batch_settled += 1
+                self._batch_spans += len(payload)
+                start = after
+                continue
             if payload[:1] == b"[":
                 spans, count = self._decode_spans(payload)
                 for span in spans:
@@ -483,6 +525,9 @@ class RecordPipeline:
 
 
 _Key = str | tuple[str, str]  # a request record's id, a span's (trace_id, span_id)
+# A log entry as the writer reads it: its payload, or (for a span entry this run appended) the
+# rows it holds; and the position just after it.
+_Entry = Entry | tuple[Sequence[SpanRow], int]
 
 
 def _reject_item(row: Row) -> dict[str, Any]:

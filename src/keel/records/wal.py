@@ -26,13 +26,14 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["Entry", "LogFullError", "LogLockedError", "WriteAheadLog"]
+__all__ = ["ENTRY_HEADER_BYTES", "Entry", "LogFullError", "LogLockedError", "WriteAheadLog"]
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, int]  # (payload, position just after the entry)
 
 _HEADER = struct.Struct("<II")
+ENTRY_HEADER_BYTES = _HEADER.size  # an entry takes this plus its payload's length
 _SEGMENT = re.compile(r"^wal-(\d{16})\.log$")
 _COUNT_CHUNK = 10_000
 
@@ -270,13 +271,18 @@ class WriteAheadLog:
 
     # -- read and checkpoint (writer) -----------------------------------------------------------
 
-    def read(self, position: int, max_entries: int) -> tuple[list[Entry], int]:
-        """Up to `max_entries` entries from `position`, and the position to continue from.
+    def read(
+        self, position: int, max_entries: int, stop: int | None = None
+    ) -> tuple[list[Entry], int]:
+        """Up to `max_entries` entries from `position` (none that starts at or after `stop`),
+        and the position to continue from.
 
         Safe in a worker thread beside `append`: it never reads past the end position it saw.
         """
         with self._lock:
             segments, end = list(self._segments), self._end
+        if stop is not None:
+            end = min(end, stop)
         entries: list[Entry] = []
         index = bisect_right(segments, position) - 1
         if index < 0:
@@ -285,7 +291,9 @@ class WriteAheadLog:
             index, position = 0, segments[0]
         while len(entries) < max_entries:
             start = segments[index]
-            last = index == len(segments) - 1
+            if start >= end:  # a segment that begins at `stop`
+                break
+            last = index == len(segments) - 1 or segments[index + 1] > end
             limit = end - start if last else None
             position = self._read_segment(start, position - start, limit, max_entries, entries)
             if last or len(entries) >= max_entries:
