@@ -29,6 +29,7 @@ from keel.records.model import RequestRecord
 from keel.records.pipeline import RecordPipeline
 from keel.storage.batch import Row
 from keel.storage.database import Database
+from keel.storage.span_writer import SpanWriterProcess
 from keel.traces.export import SpanExporter
 
 __all__ = ["Runtime"]
@@ -90,6 +91,7 @@ class Runtime:
             batch_size=s.writer_batch_size,
             linger_ms=s.writer_linger_ms,
             on_written=self._export if self.exporter is not None else None,
+            span_writer=self._span_writer(),
         )
         await self.pipeline.start()
         p = self.pipeline
@@ -139,6 +141,13 @@ class Runtime:
         # on the request path.
         gc.collect()
         gc.freeze()
+
+    def _span_writer(self) -> SpanWriterProcess | None:
+        assert self.db is not None
+        path = self.db.sqlite_path
+        if path is None or not self.settings.sqlite_writer_process:
+            return None
+        return SpanWriterProcess(path)
 
     def _export(self, rows: Sequence[Row]) -> None:
         assert self.exporter is not None

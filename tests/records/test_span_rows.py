@@ -170,9 +170,9 @@ async def test_a_batch_stops_at_its_byte_budget(
     batches: list[int] = []
     write = pipeline_module.write_batch
 
-    async def counting_write(database: Database, rows: Any) -> None:
+    async def counting_write(database: Database, rows: Any, span_writer: Any = None) -> None:
         batches.append(len(rows))
-        await write(database, rows)
+        await write(database, rows, span_writer)
 
     monkeypatch.setattr(pipeline_module, "write_batch", counting_write)
     await pipeline.start()
@@ -227,9 +227,9 @@ async def test_spans_beyond_the_memory_budget_are_read_from_the_log(
     held = asyncio.Event()
     write = pipeline_module.write_batch
 
-    async def held_write(database: Database, rows: Any) -> None:
+    async def held_write(database: Database, rows: Any, span_writer: Any = None) -> None:
         await held.wait()
-        await write(database, rows)
+        await write(database, rows, span_writer)
 
     monkeypatch.setattr(pipeline_module, "write_batch", held_write)
     await pipeline.start()

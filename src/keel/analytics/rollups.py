@@ -41,6 +41,7 @@ __all__ = [
     "HISTOGRAM_BOUNDS",
     "LATENCY_COLUMNS",
     "SCALAR_COLUMNS",
+    "SQLITE_KEY_CHUNK",
     "TTFT_COLUMNS",
     "VALUE_COLUMNS",
     "VALUE_MAX",
@@ -52,6 +53,8 @@ __all__ = [
     "histogram_bucket",
     "is_counted_span",
     "prompt_value",
+    "sqlite_keys_query",
+    "sqlite_upsert_sql",
 ]
 
 COUNTED_KINDS = ("llm", "embedding")
@@ -87,7 +90,7 @@ _DIMENSIONS = ("model", "provider", "pipeline", "customer", "key_id", "prompt", 
 _CHUNK = 500  # keys per IN (...) lookup
 # keys per SQLite look-up: each query is a round trip to the driver's thread, which waits for the
 # event loop; SQLite binds at most 32,766 values (999 before 3.32)
-_SQLITE_CHUNK = 8000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 450
+SQLITE_KEY_CHUNK = 8000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 450
 _KEYS_JOIN = (
     "WITH k(t, s) AS (VALUES {}) SELECT spans.trace_id, spans.span_id FROM k CROSS JOIN spans"
     " ON spans.trace_id = k.t AND spans.span_id = k.s"
@@ -374,13 +377,13 @@ async def stored_spans(
     driver = raw.driver_connection
     assert driver is not None
     found: set[tuple[str, str]] = set()
-    for chunk in _chunks(keys, _SQLITE_CHUNK):
+    for chunk in _chunks(keys, SQLITE_KEY_CHUNK):
         # Straight to the driver, like the inserts: SQLAlchemy's expanding IN costs more to
         # compile than SQLite spends on the lookups.
         # A join from the keys, not `(trace_id, span_id) IN (VALUES ...)`: SQLite scans the
         # whole table for that one.
         placeholders = ", ".join(["(?, ?)"] * len(chunk))  # the values are bound
-        sql = _KEYS_JOIN.format(placeholders)
+        sql = sqlite_keys_query().format(placeholders)
         params = [part for key in chunk for part in key]
         try:
             rows = await driver.execute_fetchall(sql, params)
@@ -430,7 +433,7 @@ async def add_rows(conn: AsyncConnection, dialect: str, rollup: Rollup) -> None:
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        sql = _sqlite_upsert()
+        sql = sqlite_upsert_sql()
         try:
             await driver.executemany(sql, rows)
         except sqlite3.Error as exc:
@@ -449,9 +452,14 @@ def _upsert(dialect: str) -> Insert:
     )
 
 
+def sqlite_keys_query() -> str:
+    """SQLite: which of some (trace_id, span_id) keys are stored; `{}` takes "(?, ?), …"."""
+    return _KEYS_JOIN
+
+
 @functools.lru_cache(maxsize=1)
-def _sqlite_upsert() -> str:
-    # Positional, in the order of Rollup.rows(): grain, bucket, dimension, value, values...
+def sqlite_upsert_sql() -> str:
+    """SQLite: add one rollup row (positional, as Rollup.rows() lists them) to the stored one."""
     names = ("grain", "bucket", "dimension", "value", *VALUE_COLUMNS)
     stmt = _upsert("sqlite").values({n: bindparam(n) for n in names})
     compiled = stmt.compile(dialect=sqlite.dialect())

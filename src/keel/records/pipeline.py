@@ -36,6 +36,7 @@ from keel.records.span import SpanRecord
 from keel.records.wal import ENTRY_HEADER_BYTES, Entry, LogFullError, WriteAheadLog
 from keel.storage.batch import Row, write_batch
 from keel.storage.database import Database
+from keel.storage.span_writer import SpanWriterError, SpanWriterProcess
 from keel.storage.spans_repo import JSON_COLUMNS, SPAN_COLUMNS, SpanRow, row_dict, span_row
 
 __all__ = ["INTERRUPTED_ERROR", "LogFullError", "RecordPipeline"]
@@ -74,6 +75,7 @@ class RecordPipeline:
         stub_timeout_s: float = 900.0,
         max_backoff_s: float = 5.0,
         on_written: Callable[[Sequence[Row]], None] | None = None,
+        span_writer: SpanWriterProcess | None = None,
     ) -> None:
         self._dir = Path(data_dir) / "wal"
         self._wal = WriteAheadLog(
@@ -90,6 +92,7 @@ class RecordPipeline:
         self._stub_timeout = stub_timeout_s
         self._max_backoff = max_backoff_s
         self._on_written = on_written  # sees every row once it is in the database
+        self._span_writer = span_writer  # writes the spans of each batch (SQLite), if given
         self._stubs: dict[str, _Stub] = {}  # insertion order is log order: first is oldest
         self._read_pos = 0
         # Span entries this run appended, as rows, until the writer takes them: (start, end,
@@ -189,6 +192,8 @@ class RecordPipeline:
             except asyncio.CancelledError:
                 if not task.cancelled():  # stop() itself was cancelled, not the writer
                     raise
+        if self._span_writer is not None:
+            await self._span_writer.stop()
         await asyncio.to_thread(self._wal.close)
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -457,7 +462,7 @@ class RecordPipeline:
                 if data_errors >= _DATA_ERROR_RETRIES:
                     await self._write_row_by_row(remaining)
                 else:
-                    await write_batch(self._db, remaining)
+                    await write_batch(self._db, remaining, self._span_writer)
                     self._count_written(list(remaining))
                 self._note_success()
                 return
@@ -483,7 +488,7 @@ class RecordPipeline:
         while remaining:
             record = remaining[0]
             try:
-                await write_batch(self._db, [record])
+                await write_batch(self._db, [record], self._span_writer)
             except Exception as exc:
                 if not _is_data_error(exc):
                     raise
@@ -548,6 +553,8 @@ def _is_data_error(exc: BaseException) -> bool:
     """True for errors that belong to a row (bad value, constraint), not to the connection."""
     if isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError):
         return True
+    if isinstance(exc, SpanWriterError):
+        return exc.data
     if not isinstance(exc, sa_exc.DBAPIError):
         # A StatementError that is not a DBAPIError failed while binding the parameters.
         return isinstance(exc, sa_exc.StatementError)

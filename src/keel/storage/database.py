@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from keel.storage.urls import async_url, dialect_of, redact_url
 
-__all__ = ["Database"]
+__all__ = ["SQLITE_PRAGMAS", "Database"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,14 @@ class Database:
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
 
+    @property
+    def sqlite_path(self) -> str | None:
+        """The SQLite database's file (None for PostgreSQL and in-memory SQLite)."""
+        if self.dialect != "sqlite":
+            return None
+        path = self.engine.url.database
+        return path if path and path != ":memory:" else None
+
     async def ping(self) -> bool:
         """True when a round trip to the database succeeds."""
         try:
@@ -94,21 +102,25 @@ def _make_sqlite_folder(driver_url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+# WAL lets readers run beside the one writer. FULL syncs each commit, so the checkpoint of Keel's
+# own log never moves past a batch that power loss could still roll back; only the background
+# writer commits, so no request waits for it. busy_timeout rides out lock waits. 16 KiB pages (set
+# before the file is first written; an existing database keeps its own): a stored span takes
+# about 1 KiB, and four times fewer pages per batch cost SQLite and the kernel a quarter less CPU
+# per row than the default 4 KiB (benchmarks/ingest.py). Every connection to the file gets them,
+# the span writer process's too (keel.storage.span_writer).
+SQLITE_PRAGMAS = (
+    "busy_timeout=5000",  # first, so that switching to WAL waits out a lock too
+    "page_size=16384",
+    "journal_mode=WAL",
+    "synchronous=FULL",
+    "foreign_keys=ON",
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the one writer. FULL syncs each commit, so the checkpoint of
-    # Keel's own log never moves past a batch that power loss could still roll back; only the
-    # background writer commits, so no request waits for it. busy_timeout rides out lock waits.
-    # 16 KiB pages (set before the file is first written; an existing database keeps its own):
-    # a stored span takes about 1 KiB, and four times fewer pages per batch cost SQLite and the
-    # kernel a quarter less CPU per row than the default 4 KiB (benchmarks/ingest.py).
     cursor = dbapi_connection.cursor()
-    for pragma in (
-        "busy_timeout=5000",  # first, so that switching to WAL waits out a lock too
-        "page_size=16384",
-        "journal_mode=WAL",
-        "synchronous=FULL",
-        "foreign_keys=ON",
-    ):
+    for pragma in SQLITE_PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

@@ -35,6 +35,7 @@ __all__ = [
     "rollup_view",
     "row_dict",
     "span_row",
+    "sqlite_insert_sql",
 ]
 
 # The layout of a span row, and of the rows the record pipeline logs (format version 2): a
@@ -197,7 +198,7 @@ async def insert_spans(
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        sql = _sqlite_statement()
+        sql = sqlite_insert_sql()
         try:
             await driver.executemany(sql, rows)
         except sqlite3.Error as exc:
@@ -213,7 +214,8 @@ def _insert(dialect: str) -> Insert:
 
 
 @functools.lru_cache(maxsize=1)
-def _sqlite_statement() -> str:
+def sqlite_insert_sql() -> str:
+    """SQLite: the insert of one row, its values in SPAN_COLUMNS order, a stored key kept."""
     stmt = _insert("sqlite").values({n: bindparam(n) for n in SPAN_COLUMNS})
     compiled = stmt.compile(dialect=sqlite.dialect())
     assert compiled.positiontup is not None

@@ -1,0 +1,138 @@
+"""The span writer process (`python -m keel.storage.span_writer_child`): the SQLite side of
+`keel.storage.span_writer`.
+
+It reads frames from stdin and answers each on stdout. A frame is a little-endian u32 length and
+that many bytes of JSON: first `{"path": …, "pragmas": […], "insert": sql, "keys": sql,
+"upsert": sql}`, then one JSON array of span rows (keel.storage.spans_repo.SPAN_COLUMNS order)
+per batch. Each batch is one transaction, as `keel.storage.batch.write_batch` writes spans: the
+rows not yet stored are inserted (the first copy of a key wins) and the rollups of the counted
+calls among them are added. The answer is `{"ok": true}`, or `{"ok": false, "data": bool,
+"error": text}` where `data` tells a row the database refuses (SQLite's integrity and binding
+errors) from a failure of the database itself.
+
+It exits at the end of its input, which is also what its parent's death looks like; on Linux it
+also asks the kernel for SIGKILL when the parent dies, so no write outlives a killed Keel (a
+transaction cut short is rolled back; the parent's log still holds its spans).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sqlite3
+import struct
+import sys
+from typing import Any, BinaryIO
+
+import orjson
+
+from keel.analytics.rollups import Rollup
+from keel.storage.spans_repo import is_counted_row, rollup_view
+
+_LENGTH = struct.Struct("<I")
+_PR_SET_PDEATHSIG = 1
+# A bad value or constraint in a row, not a failing database: the parent rejects such rows
+# (ValueError covers a batch that is not JSON rows, orjson's decoding error included).
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    ValueError,
+    TypeError,
+)
+
+
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """The next frame's bytes, or None at the end of the stream."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def write_frame(stream: BinaryIO, body: bytes) -> None:
+    stream.write(_LENGTH.pack(len(body)) + body)
+    stream.flush()
+
+
+class Writer:
+    """Writes batches of span rows on one SQLite connection."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.conn = sqlite3.connect(setup["path"], isolation_level=None, check_same_thread=False)
+        for pragma in setup["pragmas"]:
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.insert: str = setup["insert"]
+        self.keys: str = setup["keys"]  # a template: `{}` takes "(?, ?), (?, ?), …"
+        self.upsert: str = setup["upsert"]
+        self.chunk: int = setup["chunk"]
+
+    def write(self, rows: list[list[Any]]) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")  # the write lock first: what is read below stays true
+        try:
+            counted: dict[tuple[str, str], list[Any]] = {}
+            for row in rows:
+                if is_counted_row(row):
+                    counted.setdefault((row[0], row[1]), row)
+            for key in self._stored(list(counted)):
+                del counted[key]
+            conn.executemany(self.insert, rows)
+            rollup = Rollup()
+            for row in counted.values():
+                rollup.add_span(rollup_view(row))
+            if rollup:
+                conn.executemany(self.upsert, rollup.rows())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _stored(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for start in range(0, len(keys), self.chunk):
+            chunk = keys[start : start + self.chunk]
+            sql = self.keys.format(", ".join(["(?, ?)"] * len(chunk)))
+            params = [part for key in chunk for part in key]
+            found += [(t, s) for t, s in self.conn.execute(sql, params)]
+        return found
+
+
+def answer(writer: Writer, frame: bytes) -> dict[str, Any]:
+    try:
+        writer.write(orjson.loads(frame))
+    except Exception as exc:  # reported, never fatal: the parent retries or rejects the rows
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        error = f"{type(exc).__name__}: {first_line}"
+        return {"ok": False, "data": isinstance(exc, _DATA_ERRORS), "error": error}
+    return {"ok": True}
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the end of stdin still stops this process
+        pass
+
+
+def main() -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent
+    # decides when this process stops (it closes stdin after the last batch)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    setup = read_frame(stdin)
+    if setup is None:
+        return
+    writer = Writer(orjson.loads(setup))
+    write_frame(stdout, b'{"ok":true}')
+    while (frame := read_frame(stdin)) is not None:
+        write_frame(stdout, orjson.dumps(answer(writer, frame)))
+    writer.conn.close()
+
+
+if __name__ == "__main__":
+    main()

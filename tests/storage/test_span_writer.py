@@ -1,0 +1,144 @@
+"""The span writer process (SQLite only: with PostgreSQL, spans are written in-process, which the
+pipeline and storage tests cover on both databases).
+
+Real child processes throughout: batches through the pipe, a child killed between batches, a
+row SQLite refuses, and a `keel serve` killed with SIGKILL whose child must not outlive it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from keel.records.pipeline import RecordPipeline
+from keel.storage.database import Database
+from keel.storage.span_writer import SpanWriterError, SpanWriterProcess
+from keel.storage.spans_repo import span_row
+from keel.storage.tables import rollups, spans
+from tests.records.helpers import make_pipeline, until
+from tests.records.test_pipeline_spans import make_span
+from tests.servers import KeelProcess
+from tests.storage.factory import make_record
+from tests.traces.otlp_helpers import json_export, json_span
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(f"sqlite:///{tmp_path / 'keel.db'}")
+    yield database
+    await database.close()
+
+
+def with_writer(tmp_path: Path, db: Database) -> tuple[RecordPipeline, SpanWriterProcess]:
+    assert db.sqlite_path is not None
+    writer = SpanWriterProcess(db.sqlite_path)
+    return make_pipeline(tmp_path, db, span_writer=writer), writer
+
+
+async def span_count(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(spans))).scalar_one())
+
+
+async def calls_counted(db: Database) -> int:
+    """The calls the minute rollups count (llm/embedding spans with `counted`)."""
+    async with db.engine.connect() as conn:
+        query = select(func.coalesce(func.sum(rollups.c.requests), 0)).where(rollups.c.grain == "m")
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_spans_go_through_the_process_once(tmp_path: Path, db: Database) -> None:
+    # Spans and a request record in one batch: the record in-process, the spans in the child;
+    # a re-sent export (the same spans again) stores and counts nothing twice.
+    pipeline, writer = with_writer(tmp_path, db)
+    await pipeline.start()
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(6)])
+    pipeline.submit(make_record(0))
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(6)])
+    await until(lambda: pipeline.pending_records == 0)
+    assert writer.pid is not None
+    assert await span_count(db) == 6
+    assert await calls_counted(db) == 3 + 1  # spans 1, 3 and 5 are llm calls; and the record
+    await pipeline.stop()
+    assert writer.pid is None  # stopped with the pipeline
+
+
+async def test_a_killed_child_is_replaced_and_nothing_is_lost(tmp_path: Path, db: Database) -> None:
+    pipeline, writer = with_writer(tmp_path, db)
+    await pipeline.start()
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(4)])
+    await until(lambda: pipeline.pending_records == 0)
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    pipeline.submit_spans([make_span(n, trace=2) for n in range(4)])
+    await until(lambda: pipeline.pending_records == 0)
+    assert writer.pid not in (None, first)
+    assert await span_count(db) == 8
+    assert await calls_counted(db) == 4
+    await pipeline.stop()
+
+
+async def test_a_row_sqlite_refuses_is_rejected_alone(tmp_path: Path, db: Database) -> None:
+    pipeline, _ = with_writer(tmp_path, db)
+    await pipeline.start()
+    bad = list(span_row(make_span(1, trace=3)))
+    bad[3] = None  # no name: the NOT NULL constraint refuses it
+    good = [span_row(make_span(n, trace=3)) for n in (0, 2)]
+    pipeline.submit_span_rows([good[0], tuple(bad), good[1]])
+    await until(lambda: pipeline.pending_records == 0)
+    assert await span_count(db) == 2
+    rejected = (tmp_path / "wal" / "rejected.jsonl").read_bytes().splitlines()
+    assert len(rejected) == 1
+    assert "IntegrityError" in orjson.loads(rejected[0])["reason"]
+    await pipeline.stop()
+
+
+async def test_errors_say_what_failed(tmp_path: Path) -> None:
+    writer = SpanWriterProcess(str(tmp_path / "missing" / "keel.db"))  # no such folder
+    with pytest.raises(SpanWriterError, match="did not start") as info:
+        await writer.write([span_row(make_span(0))])
+    assert not info.value.data  # the database's fault, not the row's: the pipeline retries
+    await writer.stop()
+
+
+def child_of(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_the_child_does_not_outlive_a_killed_keel(tmp_path: Path) -> None:
+    keel = KeelProcess(tmp_path / "keel").start()
+    try:
+        response = httpx.post(
+            f"{keel.url}/v1/traces",
+            content=orjson.dumps(json_export([json_span("one")])),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 200
+        assert keel.proc is not None
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{keel.proc.pid}/task/{keel.proc.pid}/children").read_text():
+            assert time.monotonic() < deadline, "no span writer process started"
+            time.sleep(0.05)
+        child = child_of(keel.proc.pid)
+    finally:
+        keel.kill()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists():
+        status = Path(f"/proc/{child}/status").read_text()
+        if "State:\tZ" in status:  # dead, waiting for init to reap it
+            break
+        assert time.monotonic() < deadline, "the span writer outlived keel"
+        time.sleep(0.05)
