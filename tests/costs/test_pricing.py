@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -329,6 +331,35 @@ def test_agrees_with_genai_prices_on_the_whole_book(book: Any) -> None:
                     assert ours.usd == pytest.approx(theirs, rel=1e-12, abs=1e-15), (info.id, at)
                     checked += 1
     assert checked > 5000
+
+
+def test_exact_integer_prices_equal_the_decimal_sum(book: Any) -> None:
+    """The integer shortcut gives the very float the Decimal arithmetic gives, entry by entry."""
+    rng = random.Random(7)
+    compared = 0
+    for provider in book.providers:
+        for info in provider.models:
+            for at in SAMPLE_TIMES:
+                try:
+                    rates = pricing._book_rates(info.get_prices(at))
+                except Exception:
+                    continue
+                if rates is None or rates.exact is None:
+                    continue
+                decimal_only = dataclasses.replace(rates, exact=None)
+                for _ in range(20):
+                    cached, write, reasoning = (rng.randrange(0, 50_000) for _ in range(3))
+                    counts = pricing._Counts(
+                        cached + write + rng.randrange(0, 2_000_000),
+                        cached,
+                        write,
+                        reasoning + rng.randrange(0, 200_000),
+                        reasoning,
+                    )
+                    exact = pricing._fast_book_usd(counts, rates)
+                    assert exact == pricing._fast_book_usd(counts, decimal_only), (info.id, counts)
+                    compared += 1
+    assert compared > 10_000
 
 
 def test_public_api() -> None:

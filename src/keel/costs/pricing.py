@@ -23,6 +23,7 @@ fees) go through genai-prices' calculator.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ MockKind = Literal["chat", "embedding"]
 
 _PER_MTOK = 1_000_000
 _ZERO = Decimal(0)
+_EXACT_LIMIT = 10**27
 _MOCK = "mock"  # the offline provider's price provider id
 
 
@@ -147,6 +149,18 @@ class _BookRates:
     cache_write: Any
     output: Any
     reasoning: Any
+    # When no rate is tiered: the five rates as integer numerators over one common denominator
+    # (a missing rate is 0), so a call's price is one exact integer sum.
+    exact: tuple[int, int, int, int, int, int] | None = None
+
+
+def _exact(rates: tuple[Any, ...]) -> tuple[int, int, int, int, int, int] | None:
+    if not all(r is None or type(r) is Decimal for r in rates):
+        return None
+    ratios = [r.as_integer_ratio() if r is not None else (0, 1) for r in rates]
+    denominator = math.lcm(*(d for _, d in ratios))
+    n_in, n_read, n_write, n_out, n_reason = (n * (denominator // d) for n, d in ratios)
+    return n_in, n_read, n_write, n_out, n_reason, denominator
 
 
 _RATES: dict[int, tuple[object, _BookRates | None]] = {}
@@ -160,13 +174,14 @@ def _book_rates(model_price: Any) -> _BookRates | None:
         return hit[1]
     rates = None
     if getattr(model_price, "requests_kcount", None) is None:
-        rates = _BookRates(
-            input=model_price.input_mtok,
-            cache_read=model_price.cache_read_mtok,
-            cache_write=model_price.cache_write_mtok,
-            output=model_price.output_mtok,
-            reasoning=model_price.output_reasoning_mtok,
+        five = (
+            model_price.input_mtok,
+            model_price.cache_read_mtok,
+            model_price.cache_write_mtok,
+            model_price.output_mtok,
+            model_price.output_reasoning_mtok,
         )
+        rates = _BookRates(*five, exact=_exact(five))
     _RATES[key] = (model_price, rates)  # keeps model_price alive, so its id is never reused
     return rates
 
@@ -193,6 +208,14 @@ def _fast_book_usd(counts: _Counts, rates: _BookRates) -> float:
         uncached -= write
     if rates.reasoning is not None:
         out -= reasoning
+    if rates.exact is not None:
+        # Exact, like genai-prices' Decimal sum, and int / int rounds to the nearest float as
+        # float(Decimal) does: the same USD, for a few integer products instead of Decimals.
+        n_in, n_read, n_write, n_out, n_reason, denominator = rates.exact
+        total = uncached * n_in + cached * n_read + write * n_write
+        total += out * n_out + reasoning * n_reason
+        if abs(total) < _EXACT_LIMIT:  # within Decimal's 28 digits: the two agree
+            return total / (denominator * _PER_MTOK)
     usd = _ZERO
     for price, count in (
         (rates.input, uncached),
