@@ -270,25 +270,24 @@ def _extract(attrs: dict[str, Any]) -> dict[str, Any]:
     another name (old and new GenAI names side by side) goes; one that disagrees stays.
     """
     fields: dict[str, Any] = {}
-    chosen: dict[str, tuple[int, str, Any]] = {}  # field -> (rank, attribute, raw value)
+    source: dict[str, str] = {}  # field -> the attribute its value came from
+    repeats: list[str] = []  # attributes that repeat their field's value
     for key in _MAPPED_KEYS.intersection(attrs):
         name, rank, convert = _TABLE[key]
-        raw = attrs[key]
-        value = convert(raw)
+        value = convert(attrs[key])
         if value is None:
             continue
-        seen = chosen.get(name)
-        if seen is None:
-            chosen[name] = (rank, key, raw)
+        first = source.get(name)
+        if first is None:
+            source[name] = key
             fields[name] = value
-            del attrs[key]
         elif value == fields[name]:
-            del attrs[key]
-        elif rank < seen[0]:  # a better name disagrees: the value it displaces stays
-            attrs[seen[1]] = seen[2]
-            chosen[name] = (rank, key, raw)
+            repeats.append(key)
+        elif rank < _TABLE[first][1]:  # a better name disagrees: the value it displaces stays
+            source[name] = key
             fields[name] = value
-            del attrs[key]
+    for key in (*source.values(), *repeats):
+        del attrs[key]
     return fields
 
 
