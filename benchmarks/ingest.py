@@ -91,7 +91,9 @@ class Run:
     backlog_at_end: int = 0
     cpu_s: float = float("nan")  # Keel's user + system CPU time during the run
     peak_rss_mb: float = float("nan")
+    helper_rss_mb: float = 0.0  # the span writer process's peak
     load_average: str = ""  # the machine's 1-minute load average at the end of the load
+    steal: float = float("nan")  # share of the machine's CPU time the hypervisor took meanwhile
     latencies: list[float] = field(default_factory=list)
 
     @property
@@ -405,6 +407,28 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (the `cpu` line of /proc/stat)."""
+    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """The share of CPU time the hypervisor gave to other guests between two readings."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    return delta[7] / max(sum(delta), 1)  # user nice system idle iowait irq softirq steal ...
+
+
+def reference_loop_ms() -> float:
+    """A fixed pure-Python workload's time (best of 5): how fast this machine's CPU is today,
+    which moves every figure here (runs on different days compare through it)."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        sum(i * i for i in range(3_000_000))
+        best = min(best, time.process_time() - t0)
+    return best * 1000
+
+
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -438,10 +462,11 @@ def one_run(s: Settings, template: Template) -> Run:
         try:
             wait_healthy(base, keel)
             load = Load(port, template, s.duration)
-            cpu0 = cpu_seconds(keel.pid)
+            cpu0, stat0 = cpu_seconds(keel.pid), cpu_ticks()
             t0 = perf_counter()
             asyncio.run(load.go(s.connections))
             run = load.run
+            run.steal = steal_share(stat0, cpu_ticks())
             run.backlog_at_end = pending_spans(base)
             run.load_average = Path("/proc/loadavg").read_text().split()[0]
             while pending_records(base) > 0:
@@ -451,6 +476,7 @@ def one_run(s: Settings, template: Template) -> Run:
             run.stored_s = perf_counter() - t0
             run.cpu_s = cpu_seconds(keel.pid) - cpu0
             run.peak_rss_mb = proc_status_kb(keel.pid, "VmHWM") / 1024
+            run.helper_rss_mb = sum(proc_status_kb(c, "VmHWM") for c in children(keel.pid)) / 1024
             run.stored = count_spans(tmp / "data" / "keel.db")
         except Exception:
             log = tmp / "keel.log"
@@ -465,7 +491,7 @@ def one_run(s: Settings, template: Template) -> Run:
 # -- the report -------------------------------------------------------------------------------
 
 
-def section(s: Settings, runs: list[Run]) -> str:
+def section(s: Settings, runs: list[Run], reference_ms: float) -> str:
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     accepted = statistics.median(r.accepted_rate for r in runs)
     stored = statistics.median(r.stored_rate for r in runs)
@@ -495,16 +521,21 @@ def section(s: Settings, runs: list[Run]) -> str:
         + (
             "Keel is pinned to CPU 0."
             if s.one_core
-            else "Keel may use both CPUs (its request handling, decoding and writer share one "
-            "interpreter; SQLite and fsyncs run outside it); the load generator is pinned to CPU 1."
+            else "Keel may use both CPUs (request handling, decoding and mapping in its process; "
+            "the SQLite writes of spans in its span writer process, `sqlite_writer_process`); "
+            "the load generator is pinned to CPU 1. Keel CPU per span counts both processes."
         )
         + (f" Settings: {', '.join(f'`{k}={v}`' for k, v in s.env.items())}." if s.env else "")
-        + " Load average: the machine's, other processes included.",
+        + " Load average: the machine's, other processes included; steal: the share of the"
+        " machine's CPU time its hypervisor gave elsewhere during the load.",
+        "",
+        f"Machine speed today: a reference pure-Python loop (`sum(i * i for i in "
+        f"range(3_000_000))`, best of 5) takes **{reference_ms:.0f} ms** on it.",
         "",
         "| Run | Exports (non-200) | Spans accepted | Accepted spans/s | Stored spans/s "
-        "| Backlog at end of load | Export p50 / p99 | Keel CPU per span | Keel peak RSS "
-        "| Load average |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Backlog at end of load | Export p50 / p99 | Keel CPU per span | Keel peak RSS (+ helper) "
+        "| Load average | Steal |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for i, r in enumerate(runs, 1):
         lat = sorted(r.latencies)
@@ -513,8 +544,9 @@ def section(s: Settings, runs: list[Run]) -> str:
         lines.append(
             f"| {i} | {r.exports:,} ({r.errors}) | {r.spans_sent:,} | {r.accepted_rate:,.0f} "
             f"| {r.stored_rate:,.0f} | {r.backlog_at_end:,} | {p50:.0f} / {p99:.0f} ms "
-            f"| {r.cpu_s / max(r.stored, 1) * 1e6:.0f} µs | {r.peak_rss_mb:.0f} MB "
-            f"| {r.load_average} |"
+            f"| {r.cpu_s / max(r.stored, 1) * 1e6:.0f} µs "
+            f"| {r.peak_rss_mb:.0f} (+ {r.helper_rss_mb:.0f}) MB "
+            f"| {r.load_average} | {r.steal:.0%} |"
         )
     return "\n".join(lines)
 
@@ -542,8 +574,11 @@ def main() -> None:
     env = dict(item.split("=", 1) for item in args.setting)
     s = Settings(args.runs, args.duration, args.connections, args.one_core, env)
     template = build_template()
+    reference_ms = reference_loop_ms()
     print(
-        f"export template: {len(template.data):,} bytes, {SPANS_PER_EXPORT} spans", file=sys.stderr
+        f"export template: {len(template.data):,} bytes, {SPANS_PER_EXPORT} spans; "
+        f"reference loop {reference_ms:.0f} ms",
+        file=sys.stderr,
     )
     runs = []
     for i in range(s.runs):
@@ -559,7 +594,7 @@ def main() -> None:
             f"{run.errors} errors",
             file=sys.stderr,
         )
-    body = section(s, runs)
+    body = section(s, runs, reference_ms)
     print(body)
     if args.write:
         write_markdown(body)
