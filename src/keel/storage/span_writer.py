@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -46,11 +47,18 @@ class SpanWriterError(Exception):
 
 
 class SpanWriterProcess:
-    """The child process and its pipe; one batch at a time (the record writer is one task)."""
+    """The child process and its pipe; one batch at a time (the record writer is one task).
+
+    A batch is megabytes: it goes through the pipe from a worker thread (blocking writes and
+    reads let go of the interpreter lock), not from the event loop, whose turns are taken by
+    request handling and would pace the transfer to one pipe buffer per turn. The child is
+    started from the event loop's thread, which lives as long as Keel (on Linux, the child's
+    death signal follows the thread that started it).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path  # the SQLite database file
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -59,9 +67,10 @@ class SpanWriterProcess:
 
     async def write(self, rows: Sequence[SpanRow]) -> None:
         """Commit the rows in one transaction; raises SpanWriterError when that did not happen."""
+        body = orjson.dumps(rows)
         async with self._lock:
             proc = await self._running()
-            answer = await self._call(proc, orjson.dumps(rows))
+            answer = await asyncio.to_thread(self._exchange, proc, body)
         if not answer.get("ok"):
             raise SpanWriterError(str(answer.get("error")), data=bool(answer.get("data")))
 
@@ -70,18 +79,18 @@ class SpanWriterProcess:
         async with self._lock:  # after the batch in flight, if any
             proc, self._proc = self._proc, None
             if proc is not None:
-                await _end(proc, timeout)
+                await asyncio.to_thread(_end, proc, timeout)
 
-    async def _running(self) -> asyncio.subprocess.Process:
+    async def _running(self) -> subprocess.Popen[bytes]:
         if self._proc is not None:
             return self._proc
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "keel.storage.span_writer_child",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+        # On this thread on purpose (see the class): a few milliseconds, once per child.
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "keel.storage.span_writer_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
+        self._proc = proc
         setup = {
             "path": self.path,
             "pragmas": list(SQLITE_PRAGMAS),
@@ -90,49 +99,58 @@ class SpanWriterProcess:
             "upsert": sqlite_upsert_sql(),
             "chunk": SQLITE_KEY_CHUNK,
         }
-        self._proc = proc
         try:
-            answer = await asyncio.wait_for(self._call(proc, orjson.dumps(setup)), _START_TIMEOUT_S)
+            answer = await asyncio.wait_for(
+                asyncio.to_thread(self._exchange, proc, orjson.dumps(setup)), _START_TIMEOUT_S
+            )
         except TimeoutError:
             answer = {"error": f"no answer within {_START_TIMEOUT_S:g}s"}
+            await asyncio.to_thread(self._discard, proc)
         except SpanWriterError as exc:
             answer = {"error": str(exc)}
         if not answer.get("ok"):
-            await self._discard(proc)
+            await asyncio.to_thread(self._discard, proc)
             raise SpanWriterError(f"the span writer process did not start: {answer.get('error')}")
         return proc
 
-    async def _call(self, proc: asyncio.subprocess.Process, body: bytes) -> dict[str, object]:
+    def _exchange(self, proc: subprocess.Popen[bytes], body: bytes) -> dict[str, object]:
+        """Send one frame and read the answer (in a worker thread)."""
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(_LENGTH.pack(len(body)) + body)
-            await proc.stdin.drain()
-            (size,) = _LENGTH.unpack(await proc.stdout.readexactly(_LENGTH.size))
-            answer = orjson.loads(await proc.stdout.readexactly(size))
-        except (OSError, asyncio.IncompleteReadError, orjson.JSONDecodeError) as exc:
+            proc.stdin.write(_LENGTH.pack(len(body)))
+            proc.stdin.write(body)
+            proc.stdin.flush()
+            head = proc.stdout.read(_LENGTH.size)
+            if len(head) < _LENGTH.size:
+                raise EOFError("the span writer process ended")
+            (size,) = _LENGTH.unpack(head)
+            answer = orjson.loads(proc.stdout.read(size))
+        except (OSError, EOFError, ValueError) as exc:
             # The child died mid-batch (nothing of the batch is committed unless it answered):
             # the next write starts a new one.
-            await self._discard(proc)
+            self._discard(proc)
             raise SpanWriterError(f"the span writer process failed: {exc!r}") from None
         if not isinstance(answer, dict):
-            await self._discard(proc)
+            self._discard(proc)
             raise SpanWriterError(f"unexpected answer from the span writer: {answer!r}")
         return answer
 
-    async def _discard(self, proc: asyncio.subprocess.Process) -> None:
+    def _discard(self, proc: subprocess.Popen[bytes]) -> None:
         if self._proc is proc:
             self._proc = None
-        await _end(proc, timeout=0)
+        _end(proc, timeout=0)
         log.warning("span writer process ended (exit code %s)", proc.returncode)
 
 
-async def _end(proc: asyncio.subprocess.Process, timeout: float) -> None:  # noqa: ASYNC109
+def _end(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Close the child's input (its signal to finish), wait `timeout`, then kill it."""
-    if proc.stdin is not None:
-        proc.stdin.close()
+    with contextlib.suppress(OSError):  # a broken pipe: it is gone already
+        if proc.stdin is not None:
+            proc.stdin.close()
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
-            proc.kill()
-        await proc.wait()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
