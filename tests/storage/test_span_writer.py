@@ -89,6 +89,25 @@ async def test_a_killed_child_is_replaced_and_nothing_is_lost(tmp_path: Path, db
     await pipeline.stop()
 
 
+async def test_sigterm_to_the_group_leaves_the_child_to_its_parent(
+    tmp_path: Path, db: Database
+) -> None:
+    # A service manager stopping Keel signals every process of its group: the child keeps
+    # writing until Keel closes its input after the last batch.
+    pipeline, writer = with_writer(tmp_path, db)
+    await pipeline.start()
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(2)])
+    await until(lambda: pipeline.pending_records == 0)
+    child = writer.pid
+    assert child is not None
+    os.kill(child, signal.SIGTERM)
+    pipeline.submit_spans([make_span(n, trace=2) for n in range(2)])
+    await until(lambda: pipeline.pending_records == 0)
+    assert writer.pid == child
+    assert await span_count(db) == 4
+    await pipeline.stop()
+
+
 async def test_a_row_sqlite_refuses_is_rejected_alone(tmp_path: Path, db: Database) -> None:
     pipeline, _ = with_writer(tmp_path, db)
     await pipeline.start()

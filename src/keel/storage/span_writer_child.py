@@ -121,8 +121,10 @@ def _die_with_parent() -> None:
 
 def main() -> None:
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent
-    # decides when this process stops (it closes stdin after the last batch)
+    # Ctrl-C, or a service manager's SIGTERM, reaches the whole process group: the parent
+    # decides when this process stops (it closes stdin after its last batch is written).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     setup = read_frame(stdin)
     if setup is None:
