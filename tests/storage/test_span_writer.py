@@ -123,6 +123,25 @@ async def test_a_row_sqlite_refuses_is_rejected_alone(tmp_path: Path, db: Databa
     await pipeline.stop()
 
 
+async def test_a_batch_in_parts_counts_once_when_a_later_part_fails(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Transactions of two spans: the first part commits, the second holds a row SQLite
+    # refuses; the retry (row by row) writes the first part again, which changes nothing.
+    monkeypatch.setattr("keel.storage.span_writer._ROWS_PER_TRANSACTION", 2)
+    pipeline, _ = with_writer(tmp_path, db)
+    await pipeline.start()
+    rows = [span_row(make_span(n, trace=4)) for n in range(5)]
+    bad = list(rows[2])
+    bad[3] = None  # no name
+    pipeline.submit_span_rows([rows[0], rows[1], tuple(bad), rows[3], rows[4]])
+    await until(lambda: pipeline.pending_records == 0)
+    assert await span_count(db) == 4
+    assert await calls_counted(db) == 2  # spans 1 and 3, the llm calls, once each
+    assert len((tmp_path / "wal" / "rejected.jsonl").read_bytes().splitlines()) == 1
+    await pipeline.stop()
+
+
 async def test_errors_say_what_failed(tmp_path: Path) -> None:
     writer = SpanWriterProcess(str(tmp_path / "missing" / "keel.db"))  # no such folder
     with pytest.raises(SpanWriterError, match="did not start") as info:

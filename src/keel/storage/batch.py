@@ -2,8 +2,9 @@
 the calls they count, together (so the dashboards never disagree with the rows).
 
 With a span writer process (SQLite under `keel serve`, keel.storage.span_writer) the spans and
-their rollups are its transaction, the request records and theirs this process's: each is
-idempotent on its own, so a batch retried after one of them failed stores nothing twice."""
+their rollups are its transactions (a few thousand spans each), the request records and theirs
+this process's: each is idempotent on its own, so a batch retried after one of them failed
+stores and counts nothing twice."""
 
 from __future__ import annotations
 
