@@ -89,6 +89,25 @@ async def test_a_killed_child_is_replaced_and_nothing_is_lost(tmp_path: Path, db
     await pipeline.stop()
 
 
+async def test_a_stuck_child_is_killed_and_replaced(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("keel.storage.span_writer._TRANSACTION_TIMEOUT_S", 1.0)
+    pipeline, writer = with_writer(tmp_path, db)
+    await pipeline.start()
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(2)])
+    await until(lambda: pipeline.pending_records == 0)
+    stuck = writer.pid
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)  # alive, never answering
+    pipeline.submit_spans([make_span(n, trace=2) for n in range(2)])
+    await until(lambda: pipeline.pending_records == 0, timeout=30)
+    assert writer.pid not in (None, stuck)
+    assert await span_count(db) == 4
+    assert await calls_counted(db) == 2
+    await pipeline.stop()
+
+
 async def test_sigterm_to_the_group_leaves_the_child_to_its_parent(
     tmp_path: Path, db: Database
 ) -> None:

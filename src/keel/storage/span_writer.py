@@ -39,6 +39,9 @@ _START_TIMEOUT_S = 30.0
 # Rows per transaction of the child: a writer batch of 16 MB of log (some 16,000 spans) decoded
 # whole would cost the child ~150 MB at its peak; a quarter of it, a quarter of that memory.
 _ROWS_PER_TRANSACTION = 4096
+# A transaction takes well under a second; one that takes minutes is a child stuck for good
+# (SQLite itself gives up on a lock after its busy_timeout of 5 s).
+_TRANSACTION_TIMEOUT_S = 120.0
 
 
 class SpanWriterError(Exception):
@@ -76,7 +79,7 @@ class SpanWriterProcess:
             for start in range(0, len(rows), _ROWS_PER_TRANSACTION):
                 body = orjson.dumps(rows[start : start + _ROWS_PER_TRANSACTION])
                 proc = await self._running()
-                answer = await asyncio.to_thread(self._exchange, proc, body)
+                answer = await self._timed_exchange(proc, body)
                 if not answer.get("ok"):
                     error = str(answer.get("error"))
                     raise SpanWriterError(error, data=bool(answer.get("data")))
@@ -119,6 +122,22 @@ class SpanWriterProcess:
             await asyncio.to_thread(self._discard, proc)
             raise SpanWriterError(f"the span writer process did not start: {answer.get('error')}")
         return proc
+
+    async def _timed_exchange(
+        self, proc: subprocess.Popen[bytes], body: bytes
+    ) -> dict[str, object]:
+        """`_exchange`, but a child that does not answer within `_TRANSACTION_TIMEOUT_S` is
+        killed (which ends the exchange with a SpanWriterError; the batch is retried)."""
+        exchange = asyncio.ensure_future(asyncio.to_thread(self._exchange, proc, body))
+        done, _ = await asyncio.wait({exchange}, timeout=_TRANSACTION_TIMEOUT_S)
+        if not done:
+            log.error(
+                "span writer process did not answer within %gs; killing it",
+                _TRANSACTION_TIMEOUT_S,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        return await exchange
 
     def _exchange(self, proc: subprocess.Popen[bytes], body: bytes) -> dict[str, object]:
         """Send one frame and read the answer (in a worker thread)."""
