@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Insert, bindparam, select, text, tuple_
@@ -41,7 +41,6 @@ __all__ = [
     "HISTOGRAM_BOUNDS",
     "LATENCY_COLUMNS",
     "SCALAR_COLUMNS",
-    "SQLITE_KEY_CHUNK",
     "TTFT_COLUMNS",
     "VALUE_COLUMNS",
     "VALUE_MAX",
@@ -53,7 +52,7 @@ __all__ = [
     "histogram_bucket",
     "is_counted_span",
     "prompt_value",
-    "sqlite_keys_query",
+    "sqlite_key_lookups",
     "sqlite_upsert_sql",
 ]
 
@@ -90,7 +89,7 @@ _DIMENSIONS = ("model", "provider", "pipeline", "customer", "key_id", "prompt", 
 _CHUNK = 500  # keys per IN (...) lookup
 # keys per SQLite look-up: each query is a round trip to the driver's thread, which waits for the
 # event loop; SQLite binds at most 32,766 values (999 before 3.32)
-SQLITE_KEY_CHUNK = 8000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 450
+_SQLITE_KEY_CHUNK = 8000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 450
 _KEYS_JOIN = (
     "WITH k(t, s) AS (VALUES {}) SELECT spans.trace_id, spans.span_id FROM k CROSS JOIN spans"
     " ON spans.trace_id = k.t AND spans.span_id = k.s"
@@ -377,14 +376,7 @@ async def stored_spans(
     driver = raw.driver_connection
     assert driver is not None
     found: set[tuple[str, str]] = set()
-    for chunk in _chunks(keys, SQLITE_KEY_CHUNK):
-        # Straight to the driver, like the inserts: SQLAlchemy's expanding IN costs more to
-        # compile than SQLite spends on the lookups.
-        # A join from the keys, not `(trace_id, span_id) IN (VALUES ...)`: SQLite scans the
-        # whole table for that one.
-        placeholders = ", ".join(["(?, ?)"] * len(chunk))  # the values are bound
-        sql = sqlite_keys_query().format(placeholders)
-        params = [part for key in chunk for part in key]
+    for sql, params in sqlite_key_lookups(keys):
         try:
             rows = await driver.execute_fetchall(sql, params)
         except sqlite3.Error as exc:
@@ -452,9 +444,17 @@ def _upsert(dialect: str) -> Insert:
     )
 
 
-def sqlite_keys_query() -> str:
-    """SQLite: which of some (trace_id, span_id) keys are stored; `{}` takes "(?, ?), …"."""
-    return _KEYS_JOIN
+def sqlite_key_lookups(keys: Sequence[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """SQLite: the (statement, parameters) that find which of the (trace_id, span_id) keys are
+    stored, a chunk of keys each (primary-key look-ups).
+
+    Straight to the driver, like the inserts: SQLAlchemy's expanding IN costs more to compile
+    than SQLite spends on the look-ups. A join from the keys, not `(trace_id, span_id) IN
+    (VALUES ...)`: SQLite scans the whole table for that one.
+    """
+    for chunk in _chunks(keys, _SQLITE_KEY_CHUNK):
+        placeholders = ", ".join(["(?, ?)"] * len(chunk))  # the values are bound
+        yield _KEYS_JOIN.format(placeholders), [part for key in chunk for part in key]
 
 
 @functools.lru_cache(maxsize=1)

@@ -336,14 +336,12 @@ class RecordPipeline:
             if self._replaying and start >= self._replay_end:
                 self._end_replay(rows)
             if not isinstance(payload, bytes):  # a span entry's rows, kept since its append
-                for span in payload:
-                    rows.setdefault((span[0], span[1]), span)
-                self._batch_settled += 1
-                self._batch_spans += len(payload)
-                start = after
-                continue
-            if payload[:1] == b"[":
+                spans, count = payload, len(payload)
+            elif payload[:1] == b"[":  # a span entry read from the log
                 spans, count = self._decode_spans(payload)
+            else:
+                spans = None
+            if spans is not None:
                 for span in spans:
                     rows.setdefault((span[0], span[1]), span)  # the first copy wins
                 self._batch_settled += 1
@@ -351,6 +349,7 @@ class RecordPipeline:
                     self._batch_spans += count
                 start = after
                 continue
+            assert isinstance(payload, bytes)  # rows kept in memory are span entries, above
             record = self._decode(payload)
             if record is not None and not record.final and record.id not in rows:
                 # An open stub settles later, with its final record or as interrupted; a

@@ -7,9 +7,10 @@ throughput on two cores stays that of one. `keel serve` therefore starts one chi
 (`keel.storage.span_writer_child`) that owns a SQLite connection and writes span batches sent to
 it over a pipe; `write_batch` hands it the spans of each batch (request records stay in-process).
 
-Nothing about durability moves: the batch is still one transaction, idempotent by
-(trace_id, span_id); the record pipeline's log and checkpoint stay in this process, which moves
-the checkpoint only after the child answered that the batch is committed. If the child dies, the
+Nothing about durability moves: the child's transactions (a few thousand spans each) are
+idempotent by (trace_id, span_id), rollups included; the record pipeline's log and checkpoint
+stay in this process, which moves the checkpoint only after the child answered that every part
+of the batch is committed. If the child dies, the
 write fails like a database outage (the pipeline retries; the next write starts a new child). If
 this process dies, the child sees its input end (and, on Linux, is killed with it).
 """
@@ -19,22 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import subprocess
 import sys
 from collections.abc import Sequence
 
 import orjson
 
-from keel.analytics.rollups import SQLITE_KEY_CHUNK, sqlite_keys_query, sqlite_upsert_sql
 from keel.storage.database import SQLITE_PRAGMAS
-from keel.storage.spans_repo import SpanRow, sqlite_insert_sql
+from keel.storage.span_writer_child import read_frame, write_frame
+from keel.storage.spans_repo import SpanRow
 
 __all__ = ["SpanWriterError", "SpanWriterProcess"]
 
 log = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct("<I")
 _START_TIMEOUT_S = 30.0
 # Rows per transaction of the child: a writer batch of 16 MB of log (some 16,000 spans) decoded
 # whole would cost the child ~150 MB at its peak; a quarter of it, a quarter of that memory.
@@ -79,7 +78,7 @@ class SpanWriterProcess:
             for start in range(0, len(rows), _ROWS_PER_TRANSACTION):
                 body = orjson.dumps(rows[start : start + _ROWS_PER_TRANSACTION])
                 proc = await self._running()
-                answer = await self._timed_exchange(proc, body)
+                answer = await self._timed_exchange(proc, body, _TRANSACTION_TIMEOUT_S)
                 if not answer.get("ok"):
                     error = str(answer.get("error"))
                     raise SpanWriterError(error, data=bool(answer.get("data")))
@@ -101,40 +100,25 @@ class SpanWriterProcess:
             stdout=subprocess.PIPE,
         )
         self._proc = proc
-        setup = {
-            "path": self.path,
-            "pragmas": list(SQLITE_PRAGMAS),
-            "insert": sqlite_insert_sql(),
-            "keys": sqlite_keys_query(),
-            "upsert": sqlite_upsert_sql(),
-            "chunk": SQLITE_KEY_CHUNK,
-        }
+        setup = orjson.dumps({"path": self.path, "pragmas": SQLITE_PRAGMAS})
         try:
-            answer = await asyncio.wait_for(
-                asyncio.to_thread(self._exchange, proc, orjson.dumps(setup)), _START_TIMEOUT_S
-            )
-        except TimeoutError:
-            answer = {"error": f"no answer within {_START_TIMEOUT_S:g}s"}
-            await asyncio.to_thread(self._discard, proc)
-        except SpanWriterError as exc:
-            answer = {"error": str(exc)}
+            answer = await self._timed_exchange(proc, setup, _START_TIMEOUT_S)
+        except SpanWriterError as exc:  # it is gone already
+            raise SpanWriterError(f"the span writer process did not start: {exc}") from None
         if not answer.get("ok"):
             await asyncio.to_thread(self._discard, proc)
-            raise SpanWriterError(f"the span writer process did not start: {answer.get('error')}")
+            raise SpanWriterError(f"the span writer process did not start: {answer}")
         return proc
 
     async def _timed_exchange(
-        self, proc: subprocess.Popen[bytes], body: bytes
+        self, proc: subprocess.Popen[bytes], body: bytes, within_s: float
     ) -> dict[str, object]:
-        """`_exchange`, but a child that does not answer within `_TRANSACTION_TIMEOUT_S` is
-        killed (which ends the exchange with a SpanWriterError; the batch is retried)."""
+        """`_exchange`, but a child that does not answer within `within_s` seconds is killed,
+        which ends the exchange with a SpanWriterError (the record pipeline retries)."""
         exchange = asyncio.ensure_future(asyncio.to_thread(self._exchange, proc, body))
-        done, _ = await asyncio.wait({exchange}, timeout=_TRANSACTION_TIMEOUT_S)
+        done, _ = await asyncio.wait({exchange}, timeout=within_s)
         if not done:
-            log.error(
-                "span writer process did not answer within %gs; killing it",
-                _TRANSACTION_TIMEOUT_S,
-            )
+            log.error("span writer process did not answer within %gs; killing it", within_s)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         return await exchange
@@ -143,14 +127,11 @@ class SpanWriterProcess:
         """Send one frame and read the answer (in a worker thread)."""
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(_LENGTH.pack(len(body)))
-            proc.stdin.write(body)
-            proc.stdin.flush()
-            head = proc.stdout.read(_LENGTH.size)
-            if len(head) < _LENGTH.size:
+            write_frame(proc.stdin, body)
+            frame = read_frame(proc.stdout)
+            if frame is None:
                 raise EOFError("the span writer process ended")
-            (size,) = _LENGTH.unpack(head)
-            answer = orjson.loads(proc.stdout.read(size))
+            answer = orjson.loads(frame)
         except (OSError, EOFError, ValueError) as exc:
             # The child died mid-batch (nothing of the batch is committed unless it answered):
             # the next write starts a new one.

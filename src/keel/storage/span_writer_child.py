@@ -2,9 +2,9 @@
 `keel.storage.span_writer`.
 
 It reads frames from stdin and answers each on stdout. A frame is a little-endian u32 length and
-that many bytes of JSON: first `{"path": …, "pragmas": […], "insert": sql, "keys": sql,
-"upsert": sql}`, then one JSON array of span rows (keel.storage.spans_repo.SPAN_COLUMNS order)
-per batch. Each batch is one transaction, as `keel.storage.batch.write_batch` writes spans: the
+that many bytes of JSON: first `{"path": …, "pragmas": […]}`, then one JSON array of span rows
+(keel.storage.spans_repo.SPAN_COLUMNS order) per transaction, written with the same statements
+as `keel.storage.batch.write_batch` writes spans in-process: the
 rows not yet stored are inserted (the first copy of a key wins) and the rollups of the counted
 calls among them are added. The answer is `{"ok": true}`, or `{"ok": false, "data": bool,
 "error": text}` where `data` tells a row the database refuses (SQLite's integrity and binding
@@ -22,12 +22,12 @@ import signal
 import sqlite3
 import struct
 import sys
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import orjson
 
-from keel.analytics.rollups import Rollup
-from keel.storage.spans_repo import is_counted_row, rollup_view
+from keel.analytics.rollups import Rollup, sqlite_key_lookups, sqlite_upsert_sql
+from keel.storage.spans_repo import is_counted_row, rollup_view, sqlite_insert_sql
 
 _LENGTH = struct.Struct("<I")
 _PR_SET_PDEATHSIG = 1
@@ -42,8 +42,9 @@ _DATA_ERRORS = (
 )
 
 
-def read_frame(stream: BinaryIO) -> bytes | None:
-    """The next frame's bytes, or None at the end of the stream."""
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    """The next frame's bytes, or None at the end of the stream (also this module's parent's
+    way of reading the answers)."""
     head = stream.read(_LENGTH.size)
     if len(head) < _LENGTH.size:
         return None
@@ -52,7 +53,7 @@ def read_frame(stream: BinaryIO) -> bytes | None:
     return body if len(body) == size else None
 
 
-def write_frame(stream: BinaryIO, body: bytes) -> None:
+def write_frame(stream: IO[bytes], body: bytes) -> None:
     stream.write(_LENGTH.pack(len(body)) + body)
     stream.flush()
 
@@ -64,10 +65,8 @@ class Writer:
         self.conn = sqlite3.connect(setup["path"], isolation_level=None, check_same_thread=False)
         for pragma in setup["pragmas"]:
             self.conn.execute(f"PRAGMA {pragma}")
-        self.insert: str = setup["insert"]
-        self.keys: str = setup["keys"]  # a template: `{}` takes "(?, ?), (?, ?), …"
-        self.upsert: str = setup["upsert"]
-        self.chunk: int = setup["chunk"]
+        self.insert = sqlite_insert_sql()
+        self.upsert = sqlite_upsert_sql()
 
     def write(self, rows: list[list[Any]]) -> None:
         conn = self.conn
@@ -93,10 +92,7 @@ class Writer:
 
     def _stored(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
-        for start in range(0, len(keys), self.chunk):
-            chunk = keys[start : start + self.chunk]
-            sql = self.keys.format(", ".join(["(?, ?)"] * len(chunk)))
-            params = [part for key in chunk for part in key]
+        for sql, params in sqlite_key_lookups(keys):
             found += [(t, s) for t, s in self.conn.execute(sql, params)]
         return found
 
