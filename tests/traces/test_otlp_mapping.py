@@ -261,6 +261,43 @@ def test_wrong_types_stay_attributes_and_values_fit_columns() -> None:
     }.items() <= out.attributes.items()
 
 
+def test_odd_values_stay_attributes_and_never_fail() -> None:
+    # "²" is a digit to str.isdigit but not to int(); a list is not hashable: both once failed
+    # the whole export with a 500.
+    attributes = {
+        "gen_ai.usage.input_tokens": "²",
+        "keel.span.kind": ["llm"],
+        "llm.input_messages.².message.role": "user",
+        "llm.input_messages.0.message.role": "system",
+    }
+    out = to_record(span(attributes), OPTS)
+    assert (out.input_tokens, out.kind, out.input) == (None, "span", '[{"role":"system"}]')
+    assert out.attributes == {
+        "gen_ai.usage.input_tokens": "²",
+        "keel.span.kind": ["llm"],
+        "llm.input_messages.².message.role": "user",
+        "otel.scope.name": "lib",
+        "otel.scope.version": "2.0",
+        "otel.span.kind": "client",
+    }
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0), (2, 0, 1)])
+def test_the_best_name_wins_whatever_the_order(order: tuple[int, ...]) -> None:
+    # provider: gen_ai.provider.name (rank 0) beats gen_ai.system (1) and llm.provider (2);
+    # a name repeating the winner's value goes, one that disagrees stays.
+    names = [
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.system", "azure"),
+        ("llm.provider", "openai"),
+    ]
+    out = to_record(span(dict(names[i] for i in order)), OPTS)
+    assert out.provider == "openai"
+    assert {k: v for k, v in out.attributes.items() if not k.startswith("otel.")} == {
+        "gen_ai.system": "azure"
+    }
+
+
 def test_no_price_for_unknown_models_or_non_llm_spans() -> None:
     unknown = {"gen_ai.request.model": "made-up-model-xyz", "gen_ai.usage.input_tokens": 10}
     assert to_record(span(unknown), OPTS).cost_usd is None

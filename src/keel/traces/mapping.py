@@ -121,8 +121,8 @@ def _text(raw: Any) -> str | None:
 def _count(raw: Any) -> int | None:
     """A token count or version: a non-negative integer that fits the column."""
     if (isinstance(raw, float) and raw.is_integer()) or (
-        isinstance(raw, str) and raw.isdigit() and len(raw) <= 10
-    ):
+        isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 10
+    ):  # ASCII digits only: "²" is a digit to str.isdigit, not to int()
         raw = int(raw)
     if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= _INT32_MAX:
         return raw
@@ -216,7 +216,7 @@ _field(
 )
 _field("model", _column("model"), "gen_ai.request.model", "llm.model_name")
 _field("response_model", _column("response_model"), "gen_ai.response.model")
-_field("kind", lambda v: v if v in SPAN_KINDS else None, "keel.span.kind")
+_field("kind", lambda v: v if isinstance(v, str) and v in SPAN_KINDS else None, "keel.span.kind")
 _field(
     "openinference_kind",
     lambda v: _OPENINFERENCE_KINDS.get(v.upper()) if isinstance(v, str) else None,
@@ -260,34 +260,34 @@ _field("prompt_version", _count, "keel.prompt.version")
 _field("via_gateway", _flag, "keel.via_gateway")
 _field("input", _payload, "input.value", "gen_ai.input.messages", "gen_ai.prompt")
 _field("output", _payload, "output.value", "gen_ai.output.messages", "gen_ai.completion")
-_MAPPED_KEYS = frozenset(_TABLE)
 
 
 def _extract(attrs: dict[str, Any]) -> dict[str, Any]:
     """The mapped fields found in `attrs`, which keeps only what was not mapped.
 
-    An attribute whose value does not convert stays; one that repeats the chosen value under
-    another name (old and new GenAI names side by side) goes; one that disagrees stays.
+    For each field the attribute of the lowest rank whose value converts wins. It goes, and so
+    does any other name for the field that repeats the chosen value (old and new GenAI names
+    side by side); a name that disagrees, or whose value does not convert, stays.
     """
     fields: dict[str, Any] = {}
-    source: dict[str, str] = {}  # field -> the attribute its value came from
-    repeats: list[str] = []  # attributes that repeat their field's value
-    for key in _MAPPED_KEYS.intersection(attrs):
-        name, rank, convert = _TABLE[key]
+    chosen: dict[str, tuple[int, str]] = {}  # field -> (rank, attribute) of its value
+    candidates: list[tuple[str, str, Any]] = []  # (field, attribute, converted value)
+    for key in attrs:
+        entry = _TABLE.get(key)
+        if entry is None:
+            continue
+        name, rank, convert = entry
         value = convert(attrs[key])
         if value is None:
             continue
-        first = source.get(name)
-        if first is None:
-            source[name] = key
+        candidates.append((name, key, value))
+        best = chosen.get(name)
+        if best is None or rank < best[0]:
+            chosen[name] = (rank, key)
             fields[name] = value
-        elif value == fields[name]:
-            repeats.append(key)
-        elif rank < _TABLE[first][1]:  # a better name disagrees: the value it displaces stays
-            source[name] = key
-            fields[name] = value
-    for key in (*source.values(), *repeats):
-        del attrs[key]
+    for name, key, value in candidates:
+        if key == chosen[name][1] or value == fields[name]:
+            del attrs[key]
     return fields
 
 
@@ -311,7 +311,7 @@ def _messages(attrs: dict[str, Any], keys: list[str], prefix: str) -> str | None
         if not key.startswith(prefix):
             continue
         index, _, rest = key[len(prefix) :].partition(".")
-        if not index.isdigit() or len(index) > 6:
+        if not (index.isascii() and index.isdigit()) or len(index) > 6:
             continue
         field = rest.removeprefix("message.")
         by_index.setdefault(int(index), {})[field] = attrs.pop(key)
