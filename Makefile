@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: setup run test lint bench bench-ingest clean
 
 # setup.py and the C source too: an edited extension is rebuilt by `make setup` and `make test`
-$(STAMP): pyproject.toml setup.py src/keel/traces/_otlp_wire.c
+$(STAMP): pyproject.toml setup.py $(wildcard src/keel/traces/*.c src/keel/traces/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

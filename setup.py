@@ -10,7 +10,8 @@ setup(
     ext_modules=[
         Extension(
             "keel.traces._otlp_wire",
-            sources=["src/keel/traces/_otlp_wire.c"],
+            sources=["src/keel/traces/_otlp_wire.c", "src/keel/traces/_span_map.c"],
+            depends=["src/keel/traces/_span_map.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=True,
         )

@@ -5,8 +5,10 @@ always, default settings) and pins this process, the load generator, to CPU 1. E
 keep-alive connections posts OTLP protobuf exports (512 spans each: traces of 8 spans mixing
 LLM spans in the GenAI old and new conventions and OpenInference's, embedding, retrieval, tool
 and chain spans, about 15 attributes each, with prompt and completion text) back to back for
-D seconds. Every span has its own ids: each export is the same serialized template with its
-ids rewritten in place, so making load costs the generator next to nothing.
+D seconds. Every export is the same serialized template with its ids and times rewritten in
+place, so making load costs the generator next to nothing: random trace and span ids, as
+OpenTelemetry SDKs make them (the spans table's key then grows at random places, as in
+production), and times moved to the moment the export is sent.
 
 Then it waits for the record pipeline to drain and counts the rows of the spans table, which
 must equal the spans sent. Reported: accepted spans/s (answered 200 during the run), stored
@@ -269,6 +271,8 @@ class Template:
     data: bytes
     trace_offsets: list[list[int]]  # per trace: offsets of its 16-byte trace id
     span_offsets: list[list[int]]  # per span: offsets of its 8-byte id (own and as a parent)
+    times: list[tuple[int, int]]  # (offset, value) of each span's start and end time
+    base_ns: int  # the time the template's spans start from
 
 
 def build_template(spans: int = SPANS_PER_EXPORT) -> Template:
@@ -312,21 +316,43 @@ def build_template(spans: int = SPANS_PER_EXPORT) -> Template:
             at = data.find(marker, at + 1)
         return found
 
-    return Template(data, [offsets(m) for m in trace_markers], [offsets(m) for m in span_markers])
+    times = {
+        at: value
+        for span in scope.spans
+        for value in (span.start_time_unix_nano, span.end_time_unix_nano)
+        for at in offsets(struct.pack("<Q", value))
+    }
+    return Template(
+        data,
+        [offsets(m) for m in trace_markers],
+        [offsets(m) for m in span_markers],
+        sorted(times.items()),
+        base,
+    )
 
 
-def export_body(template: Template, nonce: int, number: int) -> bytes:
-    """Export `number` of this run: the template with ids no other export uses."""
+def export_body(template: Template, at_ns: int | None = None) -> bytes:
+    """A copy of the template with random ids (as OpenTelemetry SDKs make them: no two exports
+    share one) and its spans moved to start at `at_ns` (default: now)."""
     body = bytearray(template.data)
+    trace_ids = os.urandom(16 * len(template.trace_offsets))
     for t, places in enumerate(template.trace_offsets):
-        trace_id = struct.pack(">QQ", nonce, number * 1024 + t + 1)
+        trace_id = trace_ids[16 * t : 16 * t + 16]
         for at in places:
             body[at : at + 16] = trace_id
+    span_ids = os.urandom(8 * len(template.span_offsets)).replace(b"\0", b"\1")
     for s, places in enumerate(template.span_offsets):
-        span_id = struct.pack(">Q", (number << 16) + s + 1)
+        span_id = span_ids[8 * s : 8 * s + 8]
         for at in places:
             body[at : at + 8] = span_id
+    shift = (time.time_ns() if at_ns is None else at_ns) - template.base_ns
+    pack = _TIME.pack_into
+    for at, value in template.times:
+        pack(body, at, value + shift)
     return bytes(body)
+
+
+_TIME = struct.Struct("<Q")
 
 
 # -- the load ---------------------------------------------------------------------------------
@@ -337,8 +363,6 @@ class Load:
         self.port = port
         self.template = template
         self.duration = duration
-        self.nonce = int.from_bytes(os.urandom(7), "big")
-        self.next_number = 0
         self.run = Run()
 
     async def connection(self, deadline: float) -> None:
@@ -349,9 +373,7 @@ class Load:
         )
         try:
             while perf_counter() < deadline:
-                number = self.next_number
-                self.next_number += 1
-                body = export_body(self.template, self.nonce, number)
+                body = export_body(self.template)
                 started = perf_counter()
                 writer.write(head.format(len(body)).encode() + body)
                 status_line = await reader.readline()

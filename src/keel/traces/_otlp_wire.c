@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_span_map.h"
+
 enum { DECODED = 0, FALLBACK = 1, FAILED = -1 };
 
 /* Arrays and kvlists nested deeper than this are left to the reference (and to upb's own
@@ -195,6 +197,7 @@ typedef struct {
     PyObject *trace_id_key; /* a link's dict keys */
     PyObject *span_id_key;
     PyObject *attributes_key;
+    MapConfig map; /* _span_map.c's, set by configure_mapping() */
 } State;
 
 /* Attribute keys repeat in every span of a body: each is decoded once per body and reused, its
@@ -213,6 +216,10 @@ typedef struct {
     Py_ssize_t max_attributes;
     Py_ssize_t max_events;
     CachedKey *keys; /* KEY_CACHE_SIZE slots */
+    /* decode_rows: each span goes straight to its row (no OtlpSpan), repeats left out */
+    const MapOptions *map_options; /* NULL: decode_spans */
+    PyObject *seen;                /* (trace_id, span_id) of the rows made */
+    Py_ssize_t *span_count;        /* spans decoded, repeats included */
 } Decoder;
 
 /* -- values --------------------------------------------------------------------------------- */
@@ -669,9 +676,9 @@ dropped(uint32_t sender, Py_ssize_t count, Py_ssize_t cap)
     return PyLong_FromLongLong((long long)sender + (count > cap ? count - cap : 0));
 }
 
-/* Builds the OtlpSpan once the span's fields are read (args[] holds the objects decoded). */
+/* Completes args[] once the span's fields are read (args[] holds the objects decoded). */
 static int
-build_span(const Decoder *d, const SpanFields *s, PyObject **args, PyObject **out)
+span_args(const Decoder *d, const SpanFields *s, PyObject **args)
 {
     if (args[NAME] == NULL && (args[NAME] = PyUnicode_FromStringAndSize("", 0)) == NULL)
         return FAILED;
@@ -691,7 +698,32 @@ build_span(const Decoder *d, const SpanFields *s, PyObject **args, PyObject **ou
             NULL ||
         (args[DROPPED_LINKS] = dropped(s->dropped_links, s->link_count, d->max_events)) == NULL)
         return FAILED;
-    *out = PyObject_Vectorcall(d->state->span_type, args, SPAN_ARGS, NULL);
+    return DECODED;
+}
+
+/* What a decoded span becomes: an OtlpSpan (decode_spans), or its row (decode_rows; NULL for
+ * a repeat of a span of the same export). */
+static int
+build_span(const Decoder *d, const SpanFields *s, PyObject **args, PyObject **out)
+{
+    *out = NULL;
+    if (span_args(d, s, args) != DECODED)
+        return FAILED;
+    if (d->map_options == NULL) {
+        *out = PyObject_Vectorcall(d->state->span_type, args, SPAN_ARGS, NULL);
+        return *out == NULL ? FAILED : DECODED;
+    }
+    ++*d->span_count;
+    int first = first_copy(d->seen, args[TRACE_ID], args[SPAN_ID]);
+    if (first <= 0)
+        return first < 0 ? FAILED : DECODED;
+    /* the times as OtlpSpan's `start_ns / 1e9`: both conversions round to the nearest double */
+    SpanView view = {
+        args[TRACE_ID], args[SPAN_ID], args[PARENT_SPAN_ID], args[NAME], args[KIND],
+        (double)s->start_ns / 1e9, (double)s->end_ns / 1e9, args[STATUS_CODE],
+        args[STATUS_MESSAGE], args[ATTRIBUTES], args[SCOPE_ARG], args[EVENTS], args[LINKS],
+        args[DROPPED_ATTRIBUTES], args[DROPPED_EVENTS], args[DROPPED_LINKS]};
+    *out = map_view(&d->state->map, d->map_options, &view);
     return *out == NULL ? FAILED : DECODED;
 }
 
@@ -780,7 +812,7 @@ decode_span(const Decoder *d, Cursor c, PyObject *resource, PyObject *scope, PyO
         goto done;
     if ((rc = build_span(d, &s, args, &span)) != DECODED)
         goto done;
-    rc = PyList_Append(spans, span) < 0 ? FAILED : DECODED;
+    rc = span != NULL && PyList_Append(spans, span) < 0 ? FAILED : DECODED;
 done:
     for (int i = 0; i < SPAN_ARGS; i++)
         Py_XDECREF(args[i]);
@@ -966,21 +998,18 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+/* decode_spans and decode_rows: `map_options` NULL for OtlpSpan objects, else rows. */
 static PyObject *
-decode_spans(PyObject *module, PyObject *args)
+decode(State *state, Py_buffer *body, Py_ssize_t caps[3], const MapOptions *map_options)
 {
-    State *state = PyModule_GetState(module);
     CachedKey keys[KEY_CACHE_SIZE] = {{{NULL, NULL}, NULL}};
-    Decoder d = {state, 0, 0, 0, keys};
-    Py_buffer body;
+    Py_ssize_t span_count = 0;
+    Decoder d = {state, caps[0], caps[1], caps[2], keys, map_options, NULL, &span_count};
     Cursor c;
     PyObject *spans = NULL, *result = NULL;
     int rc;
-    if (!PyArg_ParseTuple(args, "y*nnn:decode_spans", &body, &d.max_value_length,
-                          &d.max_attributes, &d.max_events))
-        return NULL;
-    if (state->span_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_otlp_wire.configure() was not called");
+    if (state->span_type == NULL || (map_options != NULL && !state->map.configured)) {
+        PyErr_SetString(PyExc_RuntimeError, "_otlp_wire is not configured (otlp.py, mapping.py)");
         goto done;
     }
     /* Negative caps slice from the end in the reference: left to it. */
@@ -988,19 +1017,63 @@ decode_spans(PyObject *module, PyObject *args)
         result = Py_NewRef(Py_None);
         goto done;
     }
-    if ((spans = PyList_New(0)) == NULL)
+    if ((spans = PyList_New(0)) == NULL || (map_options && (d.seen = PySet_New(NULL)) == NULL))
         goto done;
-    c.at = body.buf;
-    c.end = c.at + body.len;
+    c.at = body->buf;
+    c.end = c.at + body->len;
     rc = decode_request(&d, c, spans);
-    if (rc != FAILED)
-        result = Py_NewRef(rc == DECODED ? spans : Py_None);
+    if (rc == FALLBACK)
+        result = Py_NewRef(Py_None);
+    else if (rc == DECODED)
+        result = map_options ? Py_BuildValue("(On)", spans, span_count) : Py_NewRef(spans);
 done:
     for (int i = 0; i < KEY_CACHE_SIZE; i++)
         Py_XDECREF(keys[i].text);
     Py_XDECREF(spans);
+    Py_XDECREF(d.seen);
+    return result;
+}
+
+static PyObject *
+decode_spans(PyObject *module, PyObject *args)
+{
+    Py_buffer body;
+    Py_ssize_t caps[3];
+    if (!PyArg_ParseTuple(args, "y*nnn:decode_spans", &body, &caps[0], &caps[1], &caps[2]))
+        return NULL;
+    PyObject *result = decode(PyModule_GetState(module), &body, caps, NULL);
     PyBuffer_Release(&body);
     return result;
+}
+
+static PyObject *
+decode_rows(PyObject *module, PyObject *args)
+{
+    Py_buffer body;
+    Py_ssize_t caps[3];
+    PyObject *options, *result = NULL;
+    MapOptions o;
+    if (!PyArg_ParseTuple(args, "y*nnnO!:decode_rows", &body, &caps[0], &caps[1], &caps[2],
+                          &PyTuple_Type, &options))
+        return NULL;
+    if (parse_map_options(options, &o) == 0)
+        result = decode(PyModule_GetState(module), &body, caps, &o);
+    PyBuffer_Release(&body);
+    return result;
+}
+
+static PyObject *
+configure_mapping_method(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    State *state = PyModule_GetState(module);
+    return configure_mapping(&state->map, args, kwargs);
+}
+
+static PyObject *
+map_spans_method(PyObject *module, PyObject *args)
+{
+    State *state = PyModule_GetState(module);
+    return map_spans(&state->map, args);
 }
 
 static PyMethodDef methods[] = {
@@ -1010,6 +1083,16 @@ static PyMethodDef methods[] = {
      "decode_spans(body, max_value_length, max_attributes, max_events) -> list | None\n\n"
      "The spans the reference decoder yields for this ExportTraceServiceRequest, or None when "
      "the body is outside the subset decoded here (the reference decides then)."},
+    {"decode_rows", decode_rows, METH_VARARGS,
+     "decode_rows(body, max_value_length, max_attributes, max_events, options)\n"
+     "-> (rows, span_count) | None\n\n"
+     "The spans-table rows of decode_spans' spans, as mapping.to_rows makes them (a repeated "
+     "span once), and how many spans the body held; or None, as decode_spans."},
+    {"configure_mapping", (PyCFunction)(void (*)(void))configure_mapping_method,
+     METH_VARARGS | METH_KEYWORDS,
+     "Sets the mapping's vocabulary (once, from mapping.py)."},
+    {"map_spans", map_spans_method, METH_VARARGS,
+     "map_spans(spans, options) -> list: the rows of OtlpSpan objects, as mapping.to_rows."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1021,7 +1104,7 @@ traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->event_type);
     Py_VISIT(state->truncated_marker);
     Py_VISIT(state->deep_marker);
-    return 0;
+    return traverse_mapping(&state->map, visit, arg);
 }
 
 static int
@@ -1035,6 +1118,7 @@ clear(PyObject *module)
     Py_CLEAR(state->trace_id_key);
     Py_CLEAR(state->span_id_key);
     Py_CLEAR(state->attributes_key);
+    clear_mapping(&state->map);
     return 0;
 }
 

@@ -30,7 +30,7 @@ from keel.gateway.asgi import Receive, Scope, Send
 from keel.keys.auth import AuthError
 from keel.records.pipeline import RecordPipeline
 from keel.records.wal import LogFullError
-from keel.traces.mapping import MappingOptions, to_row
+from keel.traces.mapping import MappingOptions, fast_protobuf_rows, to_rows
 from keel.traces.otlp import (
     FAST_DECODE,
     Decoded,
@@ -142,16 +142,16 @@ class TraceIngest:
         self._rejected = runtime.metrics.otlp_spans_rejected
         self._exports: dict[str, Any] = {}  # outcome -> its counter child
         # Decompression (zlib lets go of the interpreter) and OTLP JSON decoding run here.
-        # Protobuf bodies are decoded on the event loop (by the C fast path in one go, about
-        # 5 µs a span; else by the reference decoder, span by span) and mapped in slices of
-        # _SLICE spans: a thread shares the interpreter anyway, and handing it back and forth
-        # cost a tenth more CPU per span (benchmarks/ingest.py), while the slices keep the
-        # gateway's calls and the record writer moving between them.
+        # Protobuf bodies are decoded and mapped on the event loop: by the C fast path in one
+        # go (about 6 µs a span: 3 ms for the SDK's batch of 512), else by the reference
+        # decoder and mapped in slices of _SLICE spans. A thread shares the interpreter anyway,
+        # and handing it back and forth cost a tenth more CPU per span (benchmarks/ingest.py),
+        # while the slices keep the gateway's calls and the record writer moving between them.
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="keel-otlp-inflate")
         if not FAST_DECODE:
             log.warning(
-                "the C decoder keel.traces._otlp_wire is not built (Keel was installed without "
-                "a C compiler): OTLP protobuf exports are decoded by the slower reference decoder"
+                "the C extension keel.traces._otlp_wire is not built (Keel was installed without "
+                "a C compiler): OTLP exports are decoded and mapped by the slower reference code"
             )
 
     def _count_export(self, outcome: str) -> None:
@@ -296,8 +296,11 @@ class TraceIngest:
         else:
             data = await loop.run_in_executor(self._worker, self._decompress, body, encoding)
         decoded = Decoded()
-        if fmt == PROTOBUF:  # parsed in C here (see __init__)
-            spans = self._decode(data, fmt, decoded)
+        if fmt == PROTOBUF:
+            fast = fast_protobuf_rows(data, self.limits, opts)  # decoded and mapped in C
+            if fast is not None:
+                return decoded, *fast
+            spans = self._decode(data, fmt, decoded)  # by the reference, span by span
         else:  # JSON is decoded whole, by the worker
             spans = await loop.run_in_executor(self._worker, self._decode, data, fmt, decoded)
         rows: list[tuple[Any, ...]] = []
@@ -305,12 +308,14 @@ class TraceIngest:
         count = 0
         while True:
             taken = 0
+            fresh = []
             for span in itertools.islice(spans, _SLICE):
                 taken += 1
                 key = (span.trace_id, span.span_id)
                 if key not in seen:  # the same span twice in one export: the first copy wins,
                     seen.add(key)  # as in the database
-                    rows.append(to_row(span, opts))
+                    fresh.append(span)
+            rows += to_rows(fresh, opts)
             count += taken
             if taken < _SLICE:
                 return decoded, rows, count

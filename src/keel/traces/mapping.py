@@ -11,7 +11,8 @@ gateway uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +25,29 @@ from keel.providers.base import Usage
 from keel.records.span import SPAN_KINDS, SpanRecord
 from keel.storage.spans_repo import SPAN_COLUMNS
 from keel.storage.tables import spans as spans_table
-from keel.traces.otlp import STATUS_ERROR, STATUS_OK, TRUNCATED_MARKER, OtlpSpan
+from keel.traces.otlp import (
+    FAST_DECODE,
+    STATUS_ERROR,
+    STATUS_OK,
+    TRUNCATED_MARKER,
+    Limits,
+    OtlpSpan,
+)
 
-__all__ = ["MappingOptions", "price_provider", "to_record", "to_row"]
+try:
+    from keel.traces import _otlp_wire
+except ImportError:  # installed without a C compiler: the mapping below does all the work
+    _otlp_wire = None  # type: ignore[assignment]
+
+__all__ = [
+    "FAST_MAP",
+    "MappingOptions",
+    "fast_protobuf_rows",
+    "price_provider",
+    "to_record",
+    "to_row",
+    "to_rows",
+]
 
 _COLUMN_LENGTHS = {
     c.name: c.type.length
@@ -130,13 +151,19 @@ def _count(raw: Any) -> int | None:
 
 
 def _number(raw: Any) -> float | None:
+    """A finite, non-negative float."""
     if isinstance(raw, str) and len(raw) <= 64:
         try:
             raw = float(raw)
         except ValueError:
             return None
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw == raw and raw >= 0:
-        return float(raw) if raw != float("inf") else None
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        try:
+            raw = float(raw)
+        except OverflowError:
+            return None
+    if isinstance(raw, float) and math.isfinite(raw) and raw >= 0:
+        return raw
     return None
 
 
@@ -198,68 +225,81 @@ def _long_text(text: str | None, limit: int) -> str | None:
 
 _Convert = Callable[[Any], Any]
 _TABLE: dict[str, tuple[str, int, _Convert]] = {}
+# The same for _span_map.c: (attribute, field, rank, converter name, column length)
+_C_TABLE: list[tuple[str, str, int, str, int]] = []
+_CONVERTERS: dict[str, _Convert] = {
+    "kind": lambda v: v if isinstance(v, str) and v in SPAN_KINDS else None,
+    "openinference_kind": lambda v: (
+        _OPENINFERENCE_KINDS.get(v.upper()) if isinstance(v, str) else None
+    ),
+    "count": _count,
+    "number": _number,
+    "flag": _flag,
+    "payload": _payload,
+    "tags": _tags,
+}
 
 
-def _field(name: str, convert: _Convert, *keys: str) -> None:
+def _field(name: str, converter: str, *keys: str) -> None:
+    """`keys` fill field `name`, best first; "column" converts to text that fits column `name`."""
+    convert = _column(name) if converter == "column" else _CONVERTERS[converter]
     for rank, key in enumerate(keys):
         _TABLE[key] = (name, rank, convert)
+        _C_TABLE.append((key, name, rank, converter, _COLUMN_LENGTHS.get(name, 256)))
 
 
-_field("service", _column("service"), "service.name")
+_field("service", "column", "service.name")
 _field(
     "provider",
-    _column("provider"),
+    "column",
     "gen_ai.provider.name",
     "gen_ai.system",
     "llm.provider",
     "llm.system",
 )
-_field("model", _column("model"), "gen_ai.request.model", "llm.model_name")
-_field("response_model", _column("response_model"), "gen_ai.response.model")
-_field("kind", lambda v: v if isinstance(v, str) and v in SPAN_KINDS else None, "keel.span.kind")
-_field(
-    "openinference_kind",
-    lambda v: _OPENINFERENCE_KINDS.get(v.upper()) if isinstance(v, str) else None,
-    "openinference.span.kind",
-)
+_field("model", "column", "gen_ai.request.model", "llm.model_name")
+_field("response_model", "column", "gen_ai.response.model")
+_field("kind", "kind", "keel.span.kind")
+_field("openinference_kind", "openinference_kind", "openinference.span.kind")
 _field(
     "input_tokens",
-    _count,
+    "count",
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.prompt_tokens",
     "llm.token_count.prompt",
 )
 _field(
     "output_tokens",
-    _count,
+    "count",
     "gen_ai.usage.output_tokens",
     "gen_ai.usage.completion_tokens",
     "llm.token_count.completion",
 )
 _field(
     "cached_tokens",
-    _count,
+    "count",
     "gen_ai.usage.cache_read.input_tokens",
     "llm.token_count.prompt_details.cache_read",
 )
 _field(
     "reasoning_tokens",
-    _count,
+    "count",
     "gen_ai.usage.reasoning.output_tokens",
     "llm.token_count.completion_details.reasoning",
 )
-_field("cost_usd", _number, "keel.cost_usd", "llm.cost.total")
-_field("ttft_ms", _number, "keel.ttft_ms")
-_field("ttft_s", _number, "gen_ai.server.time_to_first_token")
-_field("customer", _column("customer"), "keel.customer", "user.id", "enduser.id")
-_field("session_id", _column("session_id"), "session.id", "gen_ai.conversation.id")
-_field("pipeline", _column("pipeline"), "keel.pipeline")
-_field("tags", _tags, "keel.tags")
-_field("prompt_name", _column("prompt_name"), "keel.prompt.name")
-_field("prompt_version", _count, "keel.prompt.version")
-_field("via_gateway", _flag, "keel.via_gateway")
-_field("input", _payload, "input.value", "gen_ai.input.messages", "gen_ai.prompt")
-_field("output", _payload, "output.value", "gen_ai.output.messages", "gen_ai.completion")
+_field("cost_usd", "number", "keel.cost_usd", "llm.cost.total")
+_field("ttft_ms", "number", "keel.ttft_ms")
+_field("ttft_s", "number", "gen_ai.server.time_to_first_token")
+_field("customer", "column", "keel.customer", "user.id", "enduser.id")
+_field("session_id", "column", "session.id", "gen_ai.conversation.id")
+_field("pipeline", "column", "keel.pipeline")
+_field("tags", "tags", "keel.tags")
+_field("prompt_name", "column", "keel.prompt.name")
+_field("prompt_version", "count", "keel.prompt.version")
+_field("via_gateway", "flag", "keel.via_gateway")
+_field("input", "payload", "input.value", "gen_ai.input.messages", "gen_ai.prompt")
+_field("output", "payload", "output.value", "gen_ai.output.messages", "gen_ai.completion")
+_FIELDS = tuple(dict.fromkeys(name for name, _, _ in _TABLE.values()))
 
 
 def _extract(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -379,9 +419,22 @@ def _cost(
 ) -> tuple[float | None, bool]:
     if kind not in ("llm", "embedding") or model is None:
         return None, False
-    input_tokens, output_tokens, cached_tokens, reasoning_tokens = tokens
-    if input_tokens is None and output_tokens is None:
+    if tokens[0] is None and tokens[1] is None:
         return None, False
+    return _price(opts.pricer, model, provider, *tokens, start_time)
+
+
+def _price(
+    pricer: Pricer,
+    model: str,
+    provider: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cached_tokens: int | None,
+    reasoning_tokens: int | None,
+    start_time: float,
+) -> tuple[float | None, bool]:
+    """The (usd, estimated) of a counted call with usage (also called by _span_map.c)."""
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -389,7 +442,7 @@ def _cost(
         reasoning_tokens=reasoning_tokens,
     )
     at = datetime.fromtimestamp(start_time, UTC) if start_time > 0 else None
-    cost = opts.pricer.cost(usage, model=model, provider_id=price_provider(provider), at=at)
+    cost = pricer.cost(usage, model=model, provider_id=price_provider(provider), at=at)
     return cost.usd, cost.estimated
 
 
@@ -471,6 +524,38 @@ def to_row(span: OtlpSpan, opts: MappingOptions) -> tuple[Any, ...]:
     return tuple(values)
 
 
+def to_rows(spans: Iterable[OtlpSpan], opts: MappingOptions) -> list[tuple[Any, ...]]:
+    """`to_row` of each span, but once for a span repeated (the first copy wins, as in the
+    database); in C when the extension is built. Takes over the spans' attributes."""
+    if FAST_MAP:
+        return _otlp_wire.map_spans(spans, _c_options(opts))
+    rows: list[tuple[Any, ...]] = []
+    seen: set[tuple[str, str]] = set()
+    for span in spans:
+        key = (span.trace_id, span.span_id)
+        if key not in seen:
+            seen.add(key)
+            rows.append(to_row(span, opts))
+    return rows
+
+
+def fast_protobuf_rows(
+    body: bytes, limits: Limits, opts: MappingOptions
+) -> tuple[list[tuple[Any, ...]], int] | None:
+    """`to_rows` of the spans of a protobuf export, decoded and mapped in C in one go, and the
+    number of spans the export held; None when the C path leaves the body to the reference
+    decoder (otlp.protobuf_spans), as it does whenever the extension is not built."""
+    if not FAST_PROTOBUF_ROWS:
+        return None
+    return _otlp_wire.decode_rows(
+        body, limits.max_value_length, limits.max_attributes, limits.max_events, _c_options(opts)
+    )
+
+
+def _c_options(opts: MappingOptions) -> tuple[bool, int, int, str | None, Pricer]:
+    return opts.store_payloads, opts.payload_max, opts.text_max, opts.customer, opts.pricer
+
+
 def to_record(span: OtlpSpan, opts: MappingOptions) -> SpanRecord:
     """The span record of one decoded OTLP span (takes over `span.attributes`)."""
     values = _values(span, opts)
@@ -501,3 +586,29 @@ def _annotate(attrs: dict[str, Any], span: OtlpSpan) -> None:
         attrs["keel.dropped_events"] = span.dropped_events
     if span.dropped_links:
         attrs["keel.dropped_links"] = span.dropped_links
+
+
+# -- the C fast path ----------------------------------------------------------------------------
+
+FAST_MAP = _otlp_wire is not None
+"""Whether `to_rows` maps in C (keel.traces._span_map.c, built into _otlp_wire)."""
+FAST_PROTOBUF_ROWS = FAST_MAP and FAST_DECODE
+"""Whether `fast_protobuf_rows` tries the C path (decoding and mapping in one go)."""
+
+if FAST_MAP:
+    _otlp_wire.configure_mapping(
+        columns=SPAN_COLUMNS,
+        fields=_FIELDS,
+        table=_C_TABLE,
+        span_kinds=SPAN_KINDS,
+        openinference_kinds=_OPENINFERENCE_KINDS,
+        operations=_GENAI_OPERATIONS,
+        otel_kinds=_OTEL_KINDS,
+        statuses=_STATUSES,
+        dumps=orjson.dumps,
+        price=_price,
+        truncated_marker=TRUNCATED_MARKER,
+        name_length=_NAME_LENGTH,
+        tag_length=_COLUMN_LENGTHS.get("tags", 256),
+        max_tags=_MAX_TAGS,
+    )
