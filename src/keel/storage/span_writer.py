@@ -22,12 +22,13 @@ import contextlib
 import logging
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import orjson
 
 from keel.storage.database import SQLITE_PRAGMAS
-from keel.storage.span_writer_child import read_frame, write_frame
+from keel.storage.span_writer_child import encode_part, read_frame, write_frame
 from keel.storage.spans_repo import SpanRow
 
 __all__ = ["SpanWriterError", "SpanWriterProcess"]
@@ -76,16 +77,20 @@ class SpanWriterProcess:
 
     async def write(self, rows: Sequence[SpanRow]) -> None:
         """Commit the rows, `_ROWS_PER_TRANSACTION` at a time; raises SpanWriterError when a
-        part was not committed (the parts before it were: writing them again changes nothing).
+        part was not committed (the parts before it were, and maybe the one after it, sent
+        while it was being written: writing any of them again changes nothing).
         """
+        if not rows:
+            return
         async with self._lock:
-            for start in range(0, len(rows), _ROWS_PER_TRANSACTION):
-                body = orjson.dumps(rows[start : start + _ROWS_PER_TRANSACTION])
-                proc = await self._running()
-                answer = await self._timed_exchange(proc, body, _TRANSACTION_TIMEOUT_S)
-                if not answer.get("ok"):
-                    error = str(answer.get("error"))
-                    raise SpanWriterError(error, data=bool(answer.get("data")))
+            proc = await self._running()
+            parts = -(-len(rows) // _ROWS_PER_TRANSACTION)
+            answer = await self._timed(
+                self._send_parts, proc, rows, within_s=_TRANSACTION_TIMEOUT_S * parts
+            )
+            if not answer.get("ok"):
+                error = str(answer.get("error"))
+                raise SpanWriterError(error, data=bool(answer.get("data")))
 
     async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - bounds a shutdown
         """End the child's input and wait for it to finish; kill it past `timeout`."""
@@ -106,7 +111,7 @@ class SpanWriterProcess:
         self._proc = proc
         setup = orjson.dumps({"path": self.path, "pragmas": _CHILD_PRAGMAS})
         try:
-            answer = await self._timed_exchange(proc, setup, _START_TIMEOUT_S)
+            answer = await self._timed(self._exchange, proc, setup, within_s=_START_TIMEOUT_S)
         except SpanWriterError as exc:  # it is gone already
             raise SpanWriterError(f"the span writer process did not start: {exc}") from None
         if not answer.get("ok"):
@@ -114,36 +119,76 @@ class SpanWriterProcess:
             raise SpanWriterError(f"the span writer process did not start: {answer}")
         return proc
 
-    async def _timed_exchange(
-        self, proc: subprocess.Popen[bytes], body: bytes, within_s: float
+    async def _timed(
+        self,
+        exchange: Callable[[subprocess.Popen[bytes], Any], dict[str, object]],
+        proc: subprocess.Popen[bytes],
+        arg: Any,
+        *,
+        within_s: float,
     ) -> dict[str, object]:
-        """`_exchange`, but a child that does not answer within `within_s` seconds is killed,
-        which ends the exchange with a SpanWriterError (the record pipeline retries)."""
-        exchange = asyncio.ensure_future(asyncio.to_thread(self._exchange, proc, body))
-        done, _ = await asyncio.wait({exchange}, timeout=within_s)
+        """`exchange(proc, arg)` in a worker thread, but a child that does not answer within
+        `within_s` seconds is killed, which ends the exchange with a SpanWriterError (the
+        record pipeline retries)."""
+        future = asyncio.ensure_future(asyncio.to_thread(exchange, proc, arg))
+        done, _ = await asyncio.wait({future}, timeout=within_s)
         if not done:
             log.error("span writer process did not answer within %gs; killing it", within_s)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        return await exchange
+        return await future
 
     def _exchange(self, proc: subprocess.Popen[bytes], body: bytes) -> dict[str, object]:
         """Send one frame and read the answer (in a worker thread)."""
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
+        with self._talking(proc):
+            assert proc.stdin is not None
             write_frame(proc.stdin, body)
-            frame = read_frame(proc.stdout)
-            if frame is None:
-                raise EOFError("the span writer process ended")
-            answer = orjson.loads(frame)
+            return self._answer(proc)
+
+    def _send_parts(
+        self, proc: subprocess.Popen[bytes], rows: Sequence[SpanRow]
+    ) -> dict[str, object]:
+        """Send the rows as frames of `_ROWS_PER_TRANSACTION` (in a worker thread): each frame
+        but the first goes down the pipe while the child commits the one before, so the child
+        does not wait for the parent between the transactions of a batch. Returns the first
+        answer that is not ok (no frame is sent after it), else ok."""
+        starts = range(0, len(rows), _ROWS_PER_TRANSACTION)
+        failed: dict[str, object] | None = None
+        with self._talking(proc):
+            assert proc.stdin is not None
+            write_frame(proc.stdin, encode_part(rows[:_ROWS_PER_TRANSACTION]))
+            sent = 1
+            for part in range(len(starts)):
+                if failed is None and sent < len(starts):
+                    start = starts[sent]
+                    body = encode_part(rows[start : start + _ROWS_PER_TRANSACTION])
+                    write_frame(proc.stdin, body)  # waits while the child commits `part`
+                    sent += 1
+                answer = self._answer(proc)  # every frame sent is answered, even after a failure
+                if failed is None and not answer.get("ok"):
+                    failed = answer
+                if part + 1 == sent:
+                    break
+        return failed or {"ok": True}
+
+    @contextlib.contextmanager
+    def _talking(self, proc: subprocess.Popen[bytes]) -> Iterator[None]:
+        try:
+            yield
         except (OSError, EOFError, ValueError) as exc:
-            # The child died mid-batch (nothing of the batch is committed unless it answered):
+            # The child died mid-batch (nothing of a part is committed unless it answered):
             # the next write starts a new one.
             self._discard(proc)
             raise SpanWriterError(f"the span writer process failed: {exc!r}") from None
+
+    def _answer(self, proc: subprocess.Popen[bytes]) -> dict[str, object]:
+        assert proc.stdout is not None
+        frame = read_frame(proc.stdout)
+        if frame is None:
+            raise EOFError("the span writer process ended")
+        answer = orjson.loads(frame)
         if not isinstance(answer, dict):
-            self._discard(proc)
-            raise SpanWriterError(f"unexpected answer from the span writer: {answer!r}")
+            raise ValueError(f"unexpected answer from the span writer: {answer!r}")
         return answer
 
     def _discard(self, proc: subprocess.Popen[bytes]) -> None:
