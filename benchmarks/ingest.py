@@ -64,7 +64,8 @@ INTRO = """\
 
 OTLP/HTTP protobuf exports into `POST /v1/traces`, stored in SQLite (`benchmarks/ingest.py`).
 Keel runs with default settings (the record pipeline's write-ahead log, one batch writer, the
-span writer process for SQLite); the load generator runs on CPU 1. Target (issue 3): a
+span writer process for SQLite); the load generator runs on CPU 1. Each export has random
+trace and span ids and current times, as OpenTelemetry SDKs send them. Target (issue 3): a
 sustained ≥ 20,000 spans/s into SQLite with nothing lost.
 
 """

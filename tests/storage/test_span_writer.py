@@ -157,8 +157,46 @@ async def test_a_batch_in_parts_counts_once_when_a_later_part_fails(
     await until(lambda: pipeline.pending_records == 0)
     assert await span_count(db) == 4
     assert await calls_counted(db) == 2  # spans 1 and 3, the llm calls, once each
+    # Rows go to the child with None as NaN and the flags as 0/1: stored as if in-process.
+    async with db.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                select(spans.c.model, spans.c.output_tokens, spans.c.counted).order_by(
+                    spans.c.span_id
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in stored] == [
+        (None, None, True),
+        ("gpt-4o-mini", None, True),
+        ("gpt-4o-mini", None, True),
+        (None, None, True),
+    ]
     assert len((tmp_path / "wal" / "rejected.jsonl").read_bytes().splitlines()) == 1
     await pipeline.stop()
+
+
+async def test_a_part_partly_stored_adds_only_its_new_calls(tmp_path: Path, db: Database) -> None:
+    # The second write holds the first again: its part has calls stored already (1 and 3), so
+    # the child sums its rollups itself, from the rows as sent (None as NaN), without them.
+    assert db.sqlite_path is not None
+    writer = SpanWriterProcess(db.sqlite_path)
+    await writer.write([span_row(make_span(n, trace=5)) for n in range(4)])
+    await writer.write([span_row(make_span(n, trace=5)) for n in range(8)])
+    await writer.stop()
+    assert await span_count(db) == 8
+    assert await calls_counted(db) == 4
+    async with db.engine.connect() as conn:
+        sums = (
+            await conn.execute(
+                select(
+                    func.sum(rollups.c.input_tokens),
+                    func.sum(rollups.c.output_tokens),
+                    func.sum(rollups.c.latency_sum_ms),
+                ).where(rollups.c.grain == "m")
+            )
+        ).one()
+    assert tuple(sums) == (40, 0, 2000.0)
 
 
 async def test_errors_say_what_failed(tmp_path: Path) -> None:
