@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from keel.records.pipeline import RecordPipeline
+from keel.storage import span_writer
 from keel.storage.database import Database
 from keel.storage.span_writer import SpanWriterError, SpanWriterProcess
 from keel.storage.spans_repo import span_row
@@ -148,6 +149,7 @@ async def test_a_batch_in_parts_counts_once_when_a_later_part_fails(
     # Transactions of two spans: the first part commits, the second holds a row SQLite
     # refuses; the retry (row by row) writes the first part again, which changes nothing.
     monkeypatch.setattr("keel.storage.span_writer._ROWS_PER_TRANSACTION", 2)
+    monkeypatch.setattr("keel.storage.span_writer._FIRST_PART", 2)
     pipeline, _ = with_writer(tmp_path, db)
     await pipeline.start()
     rows = [span_row(make_span(n, trace=4)) for n in range(5)]
@@ -197,6 +199,12 @@ async def test_a_part_partly_stored_adds_only_its_new_calls(tmp_path: Path, db: 
             )
         ).one()
     assert tuple(sums) == (40, 0, 2000.0)
+
+
+def test_a_batch_starts_with_a_short_part() -> None:
+    sizes = [(p.start, p.stop) for p in span_writer._parts(9000)]
+    assert sizes == [(0, 512), (512, 4608), (4608, 8704), (8704, 9000)]
+    assert [(p.start, p.stop) for p in span_writer._parts(300)] == [(0, 300)]
 
 
 async def test_errors_say_what_failed(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import subprocess
 import sys
@@ -39,6 +40,7 @@ _START_TIMEOUT_S = 30.0
 # Rows per transaction of the child: a writer batch of 16 MB of log (some 16,000 spans) decoded
 # whole would cost the child ~150 MB at its peak; a quarter of it, a quarter of that memory.
 _ROWS_PER_TRANSACTION = 4096
+_FIRST_PART = 512
 # A transaction takes well under a second; one that takes minutes is a child stuck for good
 # (SQLite itself gives up on a lock after its busy_timeout of 5 s).
 _TRANSACTION_TIMEOUT_S = 120.0
@@ -84,9 +86,11 @@ class SpanWriterProcess:
             return
         async with self._lock:
             proc = await self._running()
-            parts = -(-len(rows) // _ROWS_PER_TRANSACTION)
             answer = await self._timed(
-                self._send_parts, proc, rows, within_s=_TRANSACTION_TIMEOUT_S * parts
+                self._send_parts,
+                proc,
+                rows,
+                within_s=_TRANSACTION_TIMEOUT_S * len(_parts(len(rows))),
             )
             if not answer.get("ok"):
                 error = str(answer.get("error"))
@@ -148,20 +152,19 @@ class SpanWriterProcess:
     def _send_parts(
         self, proc: subprocess.Popen[bytes], rows: Sequence[SpanRow]
     ) -> dict[str, object]:
-        """Send the rows as frames of `_ROWS_PER_TRANSACTION` (in a worker thread): each frame
-        but the first goes down the pipe while the child commits the one before, so the child
-        does not wait for the parent between the transactions of a batch. Returns the first
-        answer that is not ok (no frame is sent after it), else ok."""
-        starts = range(0, len(rows), _ROWS_PER_TRANSACTION)
+        """Send the rows as `_parts` (in a worker thread): each frame but the first goes down
+        the pipe while the child commits the one before, so the child does not wait for the
+        parent between the transactions of a batch. Returns the first answer that is not ok
+        (no frame is sent after it), else ok."""
+        parts = _parts(len(rows))
         failed: dict[str, object] | None = None
         with self._talking(proc):
             assert proc.stdin is not None
-            write_frame(proc.stdin, encode_part(rows[:_ROWS_PER_TRANSACTION]))
+            write_frame(proc.stdin, encode_part(rows[parts[0]]))
             sent = 1
-            for part in range(len(starts)):
-                if failed is None and sent < len(starts):
-                    start = starts[sent]
-                    body = encode_part(rows[start : start + _ROWS_PER_TRANSACTION])
+            for part in range(len(parts)):
+                if failed is None and sent < len(parts):
+                    body = encode_part(rows[parts[sent]])
                     write_frame(proc.stdin, body)  # waits while the child commits `part`
                     sent += 1
                 answer = self._answer(proc)  # every frame sent is answered, even after a failure
@@ -196,6 +199,15 @@ class SpanWriterProcess:
             self._proc = None
         _end(proc, timeout=0)
         log.warning("span writer process ended (exit code %s)", proc.returncode)
+
+
+def _parts(count: int) -> list[slice]:
+    """The transactions of a batch of `count` rows: a short first one, which the child starts
+    on while Keel makes the next (making a frame of 4,096 rows takes Keel some 50 ms, beside
+    request handling, and the child would wait that long at each batch), then
+    `_ROWS_PER_TRANSACTION` rows each."""
+    bounds = [0, *range(min(count, _FIRST_PART), count, _ROWS_PER_TRANSACTION), count]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _end(proc: subprocess.Popen[bytes], timeout: float) -> None:
