@@ -127,9 +127,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The CPUs this process may use when it starts: a run pins it to the load generator's CPU, and
+# a second run in the same process must not take that for all there is (it once put Keel, its
+# span writer and the load generator on one CPU for every run of `ingest.py` after the first).
+_CPUS_AT_START = sorted(os.sched_getaffinity(0))
+
+
 def cpus() -> tuple[int, int]:
     """CPU for Keel, CPU for the upstream and the load generator."""
-    available = sorted(os.sched_getaffinity(0))
+    available = _CPUS_AT_START
     if len(available) < 2:
         return available[0], available[0]
     return available[KEEL_CPU], available[LOAD_CPU]
