@@ -156,6 +156,15 @@ long_text(const MapConfig *c, PyObject *text, Py_ssize_t limit, PyObject **out)
     return 0;
 }
 
+/* Appends `item` (stolen) to `list`. */
+static int
+append_stolen(PyObject *list, PyObject *item)
+{
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
 /* orjson.dumps(value).decode() */
 static PyObject *
 json_text(const MapConfig *c, PyObject *value)
@@ -333,9 +342,7 @@ as_tags(const MapConfig *c, PyObject *raw, PyObject **out)
         Py_CLEAR(text);
         Py_CLEAR(stripped);
         if (tag != NULL) {
-            int failed = PyList_Append(tags, tag) < 0;
-            Py_DECREF(tag);
-            if (failed)
+            if (append_stolen(tags, tag) < 0)
                 goto done;
         }
     }
@@ -736,9 +743,7 @@ span_error(const MapConfig *c, SpanView *span, PyObject **out)
                     continue;
                 if ((text = PyObject_Str(part)) == NULL)
                     goto done;
-                int failed = PyList_Append(parts, text) < 0;
-                Py_DECREF(text);
-                if (failed)
+                if (append_stolen(parts, text) < 0)
                     goto done;
             }
             if (PyList_GET_SIZE(parts)) {
@@ -1062,9 +1067,7 @@ map_spans(const MapConfig *c, PyObject *args)
             PyObject *row = map_view(c, &o, &v);
             if (row == NULL)
                 goto done;
-            int failed = PyList_Append(rows, row) < 0;
-            Py_DECREF(row);
-            if (failed)
+            if (append_stolen(rows, row) < 0)
                 goto done;
         }
         for (int i = 0; i < 16; i++)
