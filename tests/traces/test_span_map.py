@@ -281,6 +281,20 @@ def test_llm_exports_decode_and_map_exactly_as_the_reference() -> None:
 
 
 @needs_fast_path
+def test_mutated_exports_never_crash_nor_differ() -> None:
+    """The decoder's fuzzing (test_otlp_wire), on the path that maps as it decodes."""
+    seeds = [body for body, _ in test_otlp_wire.corpus(60) if 150 < len(body) < 2000][:16]
+    seeds.append(test_otlp_wire.sdk_export())
+    rng = random.Random(11)
+    made = 0
+    for case in range(4000):
+        body = test_otlp_wire.mutate(rng, seeds[case % len(seeds)])
+        limits = test_otlp_wire.SMALL if case % 2 else LIMITS
+        made += check_export(body, limits, random_options(rng))
+    assert 400 < made < 3600  # both outcomes well exercised
+
+
+@needs_fast_path
 def test_the_benchmarks_export_and_the_sdks_take_the_fast_path() -> None:
     sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
     try:
