@@ -74,39 +74,40 @@ async def test_spans_go_through_the_process_once(tmp_path: Path, db: Database) -
     assert writer.pid is None  # stopped with the pipeline
 
 
-async def test_a_killed_child_is_replaced_and_nothing_is_lost(tmp_path: Path, db: Database) -> None:
+async def signal_between_batches(
+    tmp_path: Path, db: Database, sig: signal.Signals, timeout: float = 10.0
+) -> tuple[int, int | None]:
+    """Two batches of two spans (one an llm call) with `sig` sent to the child between them;
+    the child's pid before the signal and after the second batch."""
     pipeline, writer = with_writer(tmp_path, db)
     await pipeline.start()
-    pipeline.submit_spans([make_span(n, trace=1) for n in range(4)])
+    pipeline.submit_spans([make_span(n, trace=1) for n in range(2)])
     await until(lambda: pipeline.pending_records == 0)
-    first = writer.pid
-    assert first is not None
-    os.kill(first, signal.SIGKILL)
-    pipeline.submit_spans([make_span(n, trace=2) for n in range(4)])
-    await until(lambda: pipeline.pending_records == 0)
-    assert writer.pid not in (None, first)
-    assert await span_count(db) == 8
-    assert await calls_counted(db) == 4
+    before = writer.pid
+    assert before is not None
+    os.kill(before, sig)
+    pipeline.submit_spans([make_span(n, trace=2) for n in range(2)])
+    await until(lambda: pipeline.pending_records == 0, timeout)
+    after = writer.pid
     await pipeline.stop()
+    return before, after
+
+
+async def test_a_killed_child_is_replaced_and_nothing_is_lost(tmp_path: Path, db: Database) -> None:
+    before, after = await signal_between_batches(tmp_path, db, signal.SIGKILL)
+    assert after not in (None, before)
+    assert await span_count(db) == 4
+    assert await calls_counted(db) == 2
 
 
 async def test_a_stuck_child_is_killed_and_replaced(
     tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("keel.storage.span_writer._TRANSACTION_TIMEOUT_S", 1.0)
-    pipeline, writer = with_writer(tmp_path, db)
-    await pipeline.start()
-    pipeline.submit_spans([make_span(n, trace=1) for n in range(2)])
-    await until(lambda: pipeline.pending_records == 0)
-    stuck = writer.pid
-    assert stuck is not None
-    os.kill(stuck, signal.SIGSTOP)  # alive, never answering
-    pipeline.submit_spans([make_span(n, trace=2) for n in range(2)])
-    await until(lambda: pipeline.pending_records == 0, timeout=30)
-    assert writer.pid not in (None, stuck)
+    before, after = await signal_between_batches(tmp_path, db, signal.SIGSTOP, timeout=30)
+    assert after not in (None, before)  # alive but never answering: killed past the timeout
     assert await span_count(db) == 4
     assert await calls_counted(db) == 2
-    await pipeline.stop()
 
 
 async def test_sigterm_to_the_group_leaves_the_child_to_its_parent(
@@ -114,18 +115,10 @@ async def test_sigterm_to_the_group_leaves_the_child_to_its_parent(
 ) -> None:
     # A service manager stopping Keel signals every process of its group: the child keeps
     # writing until Keel closes its input after the last batch.
-    pipeline, writer = with_writer(tmp_path, db)
-    await pipeline.start()
-    pipeline.submit_spans([make_span(n, trace=1) for n in range(2)])
-    await until(lambda: pipeline.pending_records == 0)
-    child = writer.pid
-    assert child is not None
-    os.kill(child, signal.SIGTERM)
-    pipeline.submit_spans([make_span(n, trace=2) for n in range(2)])
-    await until(lambda: pipeline.pending_records == 0)
-    assert writer.pid == child
+    before, after = await signal_between_batches(tmp_path, db, signal.SIGTERM)
+    assert after == before
     assert await span_count(db) == 4
-    await pipeline.stop()
+    assert await calls_counted(db) == 2
 
 
 async def test_a_row_sqlite_refuses_is_rejected_alone(tmp_path: Path, db: Database) -> None:

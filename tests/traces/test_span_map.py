@@ -306,6 +306,22 @@ def test_the_benchmarks_export_and_the_sdks_take_the_fast_path() -> None:
         assert check_export(body, LIMITS, opts)
 
 
+@pytest.mark.parametrize("in_c", [True, False])
+def test_an_export_mapped_in_slices_keeps_the_first_copy_of_a_span(
+    in_c: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if in_c and not mapping.FAST_MAP:
+        pytest.skip("keel.traces._otlp_wire is not built (no C compiler?)")
+    monkeypatch.setattr(mapping, "FAST_MAP", in_c)
+    first, second, third = (random_span(random.Random(n), n) for n in range(3))
+    repeat = copy.deepcopy(first)
+    repeat.name = "a later copy"
+    opts, seen = MappingOptions(pricer=PRICER), set()
+    rows = to_rows([first, second], opts, seen) + to_rows([repeat, third], opts, seen)
+    assert [row[:2] for row in rows] == [(s.trace_id, s.span_id) for s in (first, second, third)]
+    assert seen == {row[:2] for row in rows}
+
+
 def test_without_the_extension_the_reference_maps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mapping, "FAST_MAP", False)
     monkeypatch.setattr(mapping, "FAST_PROTOBUF_ROWS", False)

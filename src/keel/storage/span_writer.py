@@ -84,14 +84,11 @@ class SpanWriterProcess:
         """
         if not rows:
             return
+        parts = [rows[part] for part in _parts(len(rows))]
         async with self._lock:
             proc = await self._running()
-            answer = await self._timed(
-                self._send_parts,
-                proc,
-                rows,
-                within_s=_TRANSACTION_TIMEOUT_S * len(_parts(len(rows))),
-            )
+            within_s = _TRANSACTION_TIMEOUT_S * len(parts)
+            answer = await self._timed(self._send_parts, proc, parts, within_s=within_s)
             if not answer.get("ok"):
                 error = str(answer.get("error"))
                 raise SpanWriterError(error, data=bool(answer.get("data")))
@@ -150,28 +147,26 @@ class SpanWriterProcess:
             return self._answer(proc)
 
     def _send_parts(
-        self, proc: subprocess.Popen[bytes], rows: Sequence[SpanRow]
+        self, proc: subprocess.Popen[bytes], parts: list[Sequence[SpanRow]]
     ) -> dict[str, object]:
-        """Send the rows as `_parts` (in a worker thread): each frame but the first goes down
-        the pipe while the child commits the one before, so the child does not wait for the
-        parent between the transactions of a batch. Returns the first answer that is not ok
-        (no frame is sent after it), else ok."""
-        parts = _parts(len(rows))
+        """Send the parts, a transaction each (in a worker thread): each but the first goes
+        down the pipe while the child commits the one before, so the child does not wait for
+        the parent between the transactions of a batch. Returns the first answer that is not
+        ok (no part is sent after it, and every part sent is answered), else ok."""
         failed: dict[str, object] | None = None
         with self._talking(proc):
             assert proc.stdin is not None
-            write_frame(proc.stdin, encode_part(rows[parts[0]]))
-            sent = 1
-            for part in range(len(parts)):
+            write_frame(proc.stdin, encode_part(parts[0]))
+            sent, answered = 1, 0
+            while answered < sent:
                 if failed is None and sent < len(parts):
-                    body = encode_part(rows[parts[sent]])
-                    write_frame(proc.stdin, body)  # waits while the child commits `part`
+                    # waits while the child commits the part before
+                    write_frame(proc.stdin, encode_part(parts[sent]))
                     sent += 1
-                answer = self._answer(proc)  # every frame sent is answered, even after a failure
+                answer = self._answer(proc)
+                answered += 1
                 if failed is None and not answer.get("ok"):
                     failed = answer
-                if part + 1 == sent:
-                    break
         return failed or {"ok": True}
 
     @contextlib.contextmanager

@@ -1092,7 +1092,8 @@ static PyMethodDef methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "Sets the mapping's vocabulary (once, from mapping.py)."},
     {"map_spans", map_spans_method, METH_VARARGS,
-     "map_spans(spans, options) -> list: the rows of OtlpSpan objects, as mapping.to_rows."},
+     "map_spans(spans, options, seen=set()) -> list: the rows of OtlpSpan objects, as "
+     "mapping.to_rows."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -46,5 +46,8 @@ def configure_mapping(
     max_tags: int,
 ) -> None: ...
 def map_spans(
-    spans: Iterable[OtlpSpan], options: tuple[bool, int, int, str | None, Pricer], /
+    spans: Iterable[OtlpSpan],
+    options: tuple[bool, int, int, str | None, Pricer],
+    seen: set[tuple[str, str]] = ...,
+    /,
 ) -> list[tuple[Any, ...]]: ...

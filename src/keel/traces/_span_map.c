@@ -46,7 +46,7 @@ static const char *const COLUMN_NAMES[ROW_SIZE] = {
 
 static const char *const STRING_TEXT[STRING_COUNT] = {
     [S_UNSET] = "unset", [S_LLM] = "llm", [S_EMBEDDING] = "embedding", [S_SPAN] = "span",
-    [S_EMPTY] = "", [S_NUL] = "" /* made apart: "\0" */, [S_REPLACEMENT] = "\xef\xbf\xbd",
+    [S_EMPTY] = "", [S_EMPTY_LIST] = "[]" /* orjson.dumps([]) */, [S_NUL] = "" /* made apart: "\0" */, [S_REPLACEMENT] = "\xef\xbf\xbd",
     [S_COMMA] = ",", [S_DOT] = ".", [S_OPERATION] = "gen_ai.operation.name",
     [S_SCOPE_NAME] = "otel.scope.name", [S_SCOPE_VERSION] = "otel.scope.version",
     [S_OTEL_KIND] = "otel.span.kind", [S_OTEL_LINKS] = "otel.links",
@@ -954,24 +954,23 @@ map_view(const MapConfig *c, const MapOptions *o, SpanView *span)
     if (via_gateway < 0)
         goto done;
     row[C_COUNTED] = Py_NewRef(via_gateway ? Py_False : Py_True);
-    /* `get("tags") or []`, then the JSON columns as to_row encodes them */
-    PyObject *tags = fields[F_TAGS];
-    if (tags != NULL && PyList_Check(tags) && PyList_GET_SIZE(tags))
-        row[C_TAGS] = json_text(c, tags);
-    else {
-        PyObject *empty = PyList_New(0);
-        row[C_TAGS] = empty ? json_text(c, empty) : NULL;
-        Py_XDECREF(empty);
-    }
+    /* The JSON columns as to_row encodes them (most spans have no tags and no events). */
+    PyObject *tags = fields[F_TAGS]; /* a list (as_tags) */
+    row[C_TAGS] = tags != NULL && PyList_GET_SIZE(tags) ? json_text(c, tags)
+                                                         : Py_NewRef(c->s[S_EMPTY_LIST]);
     if (row[C_TAGS] == NULL || (row[C_ATTRIBUTES] = json_text(c, attrs)) == NULL)
         goto done;
-    PyObject *events = PyList_GET_SIZE(span->events) ? events_value(c, span->events) : PyList_New(0);
-    if (events == NULL)
-        goto done;
-    row[C_EVENTS] = json_text(c, events);
-    Py_DECREF(events);
-    if (row[C_EVENTS] == NULL)
-        goto done;
+    if (PyList_GET_SIZE(span->events) == 0)
+        row[C_EVENTS] = Py_NewRef(c->s[S_EMPTY_LIST]);
+    else {
+        PyObject *events = events_value(c, span->events);
+        if (events == NULL)
+            goto done;
+        row[C_EVENTS] = json_text(c, events);
+        Py_DECREF(events);
+        if (row[C_EVENTS] == NULL)
+            goto done;
+    }
     if ((result = PyTuple_New(ROW_SIZE)) == NULL)
         goto done;
     for (int i = 0; i < ROW_SIZE; i++) {
@@ -1048,14 +1047,18 @@ map_spans(const MapConfig *c, PyObject *args)
     PyObject *held[16] = {NULL}, *result = NULL;
     MapOptions o;
     SpanView v;
-    if (!PyArg_ParseTuple(args, "OO!:map_spans", &spans, &PyTuple_Type, &options))
+    /* `seen`: the keys of the spans mapped before (a set, added to), for an export mapped in
+     * several calls */
+    if (!PyArg_ParseTuple(args, "OO!|O!:map_spans", &spans, &PyTuple_Type, &options, &PySet_Type,
+                          &seen))
         return NULL;
     if (!c->configured) {
         PyErr_SetString(PyExc_RuntimeError, "_otlp_wire.configure_mapping() was not called");
         return NULL;
     }
     if (parse_map_options(options, &o) < 0 || (iterator = PyObject_GetIter(spans)) == NULL ||
-        (rows = PyList_New(0)) == NULL || (seen = PySet_New(NULL)) == NULL)
+        (rows = PyList_New(0)) == NULL ||
+        (seen = seen ? Py_NewRef(seen) : PySet_New(NULL)) == NULL)
         goto done;
     while ((span = PyIter_Next(iterator)) != NULL) {
         if (view_of(c, span, &v, held) < 0)

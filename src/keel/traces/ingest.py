@@ -307,17 +307,10 @@ class TraceIngest:
         seen: set[tuple[str, str]] = set()
         count = 0
         while True:
-            taken = 0
-            fresh = []
-            for span in itertools.islice(spans, _SLICE):
-                taken += 1
-                key = (span.trace_id, span.span_id)
-                if key not in seen:  # the same span twice in one export: the first copy wins,
-                    seen.add(key)  # as in the database
-                    fresh.append(span)
-            rows += to_rows(fresh, opts)
-            count += taken
-            if taken < _SLICE:
+            taken = list(itertools.islice(spans, _SLICE))
+            rows += to_rows(taken, opts, seen)  # a span repeated in the export: the first wins
+            count += len(taken)
+            if len(taken) < _SLICE:
                 return decoded, rows, count
             await asyncio.sleep(0)  # let the loop run between slices
 

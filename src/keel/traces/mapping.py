@@ -524,13 +524,18 @@ def to_row(span: OtlpSpan, opts: MappingOptions) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def to_rows(spans: Iterable[OtlpSpan], opts: MappingOptions) -> list[tuple[Any, ...]]:
+def to_rows(
+    spans: Iterable[OtlpSpan], opts: MappingOptions, seen: set[tuple[str, str]] | None = None
+) -> list[tuple[Any, ...]]:
     """`to_row` of each span, but once for a span repeated (the first copy wins, as in the
-    database); in C when the extension is built. Takes over the spans' attributes."""
+    database); in C when the extension is built. Takes over the spans' attributes. `seen`
+    holds the (trace_id, span_id) of the spans mapped before (of the same export, mapped a
+    slice at a time) and gets those of these."""
+    if seen is None:
+        seen = set()
     if FAST_MAP:
-        return _otlp_wire.map_spans(spans, _c_options(opts))
+        return _otlp_wire.map_spans(spans, _c_options(opts), seen)
     rows: list[tuple[Any, ...]] = []
-    seen: set[tuple[str, str]] = set()
     for span in spans:
         key = (span.trace_id, span.span_id)
         if key not in seen:
